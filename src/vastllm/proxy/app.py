@@ -1,0 +1,787 @@
+"""The ASGI application: routes, auth, cache, and the Ollama edge.
+
+A raw ASGI app (no framework on the request path): one shared ``httpx.AsyncClient`` to Ollama
+and one ``redis.asyncio`` client, both opened in the lifespan. ``create_app(settings)`` is the
+factory; nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from secrets import token_hex
+from typing import Any
+
+import httpx
+import orjson
+
+from vastllm import __version__
+from vastllm.proxy.cache import AnswerCache, CacheBypass, cache_key
+from vastllm.proxy.config import Settings, resolve_model
+from vastllm.proxy.errors import ProxyError, error_json, invalid
+from vastllm.proxy.metrics import Metrics
+from vastllm.proxy.sse import encode_events, error_event
+from vastllm.proxy.translate import (
+    ChatRequest,
+    ResponseAssembler,
+    build_chat,
+    new_message_id,
+    parse_request,
+    replay_events,
+)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_log = logging.getLogger("vastllm.proxy")
+_access = logging.getLogger("vastllm.proxy.access")
+
+_JSON = b"application/json"
+_HEALTH_TIMEOUT = 2.0
+_TAGS_TTL = 30.0
+_GLOB_CHARS = set("*?[")
+
+
+class _ClientGone(Exception):
+    """The client closed the connection."""
+
+
+class _UpstreamStreamError(Exception):
+    def __init__(self, error_type: str, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.kind = kind
+
+
+@dataclass(slots=True)
+class _Call:
+    """Per-request state, used for the answer's headers, the access log and the metrics."""
+
+    scope: Scope
+    receive: Receive
+    send: Send
+    request_id: str
+    started: float
+    headers: dict[bytes, bytes]
+    status: int = 0
+    response_started: bool = False
+    response_done: bool = False
+    disconnected: bool = False
+    cache: str | None = None
+    model: str | None = None
+    backend: str | None = None
+    tokens: tuple[int, int] | None = None
+    extra_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def base_headers(self, content_type: bytes) -> list[tuple[bytes, bytes]]:
+        headers = [(b"content-type", content_type), (b"request-id", self.request_id.encode())]
+        if self.cache is not None:
+            headers.append((b"x-cache", self.cache.encode()))
+        headers.extend(self.extra_headers)
+        return headers
+
+
+def map_upstream_status(status: int, detail: str, model: str) -> ProxyError:
+    """An Ollama HTTP error → the Anthropic error the client sees."""
+    if status == 404:
+        return ProxyError("not_found_error", f"model {model!r} is not available on the backend")
+    if status in (429, 503):
+        return ProxyError("overloaded_error", f"backend is overloaded: {detail}")
+    if 400 <= status < 500:
+        return invalid(f"backend rejected the request: {detail}")
+    return ProxyError("api_error", f"backend error (HTTP {status}): {detail}")
+
+
+def _error_detail(body: bytes) -> str:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:200].decode(errors="replace").strip() or "no detail"
+    if isinstance(data, dict) and isinstance(data.get("error"), str):
+        return str(data["error"])[:500]
+    return "no detail"
+
+
+def _transport_error(exc: httpx.HTTPError) -> ProxyError:
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return ProxyError("overloaded_error", "backend unreachable: cannot connect to Ollama")
+    if isinstance(exc, httpx.TimeoutException):
+        return ProxyError("overloaded_error", "backend timed out")
+    return ProxyError("overloaded_error", f"backend connection failed: {type(exc).__name__}")
+
+
+def _full_name(name: str) -> str:
+    return name if ":" in name else name + ":latest"
+
+
+class ProxyApp:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        redis_client: Any = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.started_at = time.time()
+        self._transport = transport
+        self._redis_client = redis_client
+        self.http: httpx.AsyncClient | None = None
+        self.cache: AnswerCache | None = None
+        self._thinking: dict[str, bool] = {}
+        self._installed: tuple[float, frozenset[str]] = (0.0, frozenset())
+        self._backend_names = frozenset(
+            {settings.model, *(target for _pattern, target in settings.model_map)}
+        )
+        self._key = settings.api_key.encode() if settings.api_key else None
+        self._routes: dict[tuple[str, str], tuple[str, Callable[[_Call], Awaitable[None]]]] = {
+            ("POST", "/v1/messages"): ("messages", self._messages),
+            ("POST", "/v1/messages/count_tokens"): ("count_tokens", self._count_tokens),
+            ("GET", "/v1/models"): ("models", self._models),
+            ("GET", "/"): ("root", self._root),
+            ("HEAD", "/"): ("root", self._root),
+            ("GET", "/health"): ("health", self._health),
+            ("GET", "/health/liveness"): ("liveness", self._liveness),
+            ("GET", "/health/readiness"): ("readiness", self._readiness),
+            ("GET", "/metrics"): ("metrics", self._metrics),
+        }
+        self._paths = {path for _method, path in self._routes}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def startup(self) -> None:
+        settings = self.settings
+        timeout = httpx.Timeout(
+            connect=settings.connect_timeout,
+            read=settings.read_timeout,
+            write=settings.read_timeout,
+            pool=max(60.0, settings.connect_timeout),
+        )
+        self.http = httpx.AsyncClient(
+            base_url=settings.ollama_url,
+            timeout=timeout,
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+            transport=self._transport,
+            headers={"user-agent": f"vastllm-proxy/{__version__}"},
+        )
+        if settings.cache_enabled:
+            client = self._redis_client
+            if client is None:
+                from redis.asyncio import Redis
+                from redis.asyncio.retry import Retry
+                from redis.backoff import NoBackoff
+
+                client = Redis.from_url(
+                    settings.redis_url,
+                    socket_connect_timeout=0.5,
+                    socket_timeout=1.0,
+                    retry=Retry(NoBackoff(), 0),
+                    max_connections=256,
+                )
+            self.cache = AnswerCache(client, settings.cache_ttl)
+
+    async def shutdown(self) -> None:
+        if self.http is not None:
+            await self.http.aclose()
+        if self.cache is not None:
+            await self.cache.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # ------------------------------------------------------------------ ASGI entry
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        call = _Call(
+            scope=scope,
+            receive=receive,
+            send=send,
+            request_id="req_" + token_hex(12),
+            started=time.perf_counter(),
+            headers=dict(scope["headers"]),
+        )
+        path = scope["path"]
+        if len(path) > 1 and path.endswith("/"):
+            path = path.rstrip("/")
+        method = scope["method"]
+        route_name = "other"
+        try:
+            found = self._routes.get((method, path))
+            if found is None:
+                if path in self._paths:
+                    raise ProxyError("invalid_request_error", f"method {method} not allowed", 405)
+                raise ProxyError("not_found_error", f"no route for {method} {path}")
+            route_name, handler = found
+            await handler(call)
+        except ProxyError as exc:
+            await self._send_error(call, exc)
+        except _ClientGone:
+            call.status = call.status if call.response_done else 499
+        except asyncio.CancelledError:
+            if not call.disconnected:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            call.status = call.status if call.response_done else 499
+        except Exception:
+            _log.exception("unexpected error", extra={"request_id": call.request_id})
+            await self._send_error(call, ProxyError("api_error", "internal proxy error"))
+        finally:
+            elapsed = time.perf_counter() - call.started
+            self.metrics.record_request(route_name, call.status, elapsed)
+            if route_name not in ("liveness", "metrics") or call.status >= 400:
+                _access.info(
+                    "%s %s %s",
+                    method,
+                    path,
+                    call.status,
+                    extra={
+                        "request_id": call.request_id,
+                        "status": call.status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                        "cache": call.cache,
+                        "model": call.model,
+                        "backend_model": call.backend,
+                        "tokens": call.tokens,
+                    },
+                )
+
+    # ------------------------------------------------------------------ responses
+    async def _start(self, call: _Call, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        call.status = status
+        call.response_started = True
+        await call.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def _send_body(
+        self,
+        call: _Call,
+        status: int,
+        body: bytes,
+        content_type: bytes = _JSON,
+        *,
+        head: bool = False,
+    ) -> None:
+        headers = call.base_headers(content_type)
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self._start(call, status, headers)
+        call.response_done = True
+        await call.send({"type": "http.response.body", "body": b"" if head else body})
+
+    async def _send_error(self, call: _Call, exc: ProxyError) -> None:
+        if call.response_started:
+            # Headers are gone already (an SSE stream): end it with an error event.
+            if not call.response_done:
+                call.response_done = True
+                await call.send(
+                    {
+                        "type": "http.response.body",
+                        "body": error_event(exc.error_type, exc.message),
+                        "more_body": False,
+                    }
+                )
+            return
+        if exc.status == 401:
+            call.extra_headers.append((b"x-should-retry", b"false"))
+        await self._send_body(call, exc.status, error_json(exc.error_type, exc.message))
+
+    # ------------------------------------------------------------------ request helpers
+    def _check_key(self, call: _Call, *, open_route: bool = False) -> None:
+        if self._key is None or open_route:
+            return
+        supplied = call.headers.get(b"x-api-key")
+        if supplied is None:
+            auth = call.headers.get(b"authorization", b"")
+            if auth[:7].lower() == b"bearer ":
+                supplied = auth[7:].strip()
+        if supplied is None:
+            raise ProxyError(
+                "authentication_error", "missing API key: send x-api-key or Authorization: Bearer"
+            )
+        if not hmac.compare_digest(supplied, self._key):
+            raise ProxyError("authentication_error", "invalid API key")
+
+    async def _read_body(self, call: _Call) -> bytes:
+        limit = self.settings.max_request_bytes
+        declared = call.headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ProxyError("request_too_large", f"request body exceeds {limit} bytes")
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            message = await call.receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise ProxyError("request_too_large", f"request body exceeds {limit} bytes")
+            parts.append(chunk)
+            if not message.get("more_body", False):
+                return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    async def _json_body(self, call: _Call) -> Any:
+        body = await self._read_body(call)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise invalid(f"request body: malformed JSON ({exc.msg})") from None
+
+    def _watch_disconnect(self, call: _Call) -> asyncio.Task[None]:
+        task = asyncio.current_task()
+
+        async def watch() -> None:
+            message = await call.receive()
+            if message["type"] == "http.disconnect" and not call.response_done:
+                call.disconnected = True
+                if task is not None:
+                    task.cancel()
+
+        return asyncio.create_task(watch())
+
+    async def _installed_models(self) -> frozenset[str]:
+        fetched_at, names = self._installed
+        if time.monotonic() - fetched_at < _TAGS_TTL:
+            return names
+        assert self.http is not None
+        try:
+            response = await self.http.get("/api/tags", timeout=_HEALTH_TIMEOUT)
+            data = response.json() if response.status_code == 200 else {}
+            names = frozenset(
+                str(item.get("name") or item.get("model"))
+                for item in data.get("models", [])
+                if isinstance(item, dict)
+            )
+        except (httpx.HTTPError, ValueError, AttributeError):
+            return names
+        self._installed = (time.monotonic(), names)
+        return names
+
+    async def resolve(self, name: str) -> str:
+        target = resolve_model(name, self.settings.alias_rules)
+        if target is not None:
+            return target
+        if name in self._backend_names:
+            return name
+        installed = await self._installed_models()
+        if name in installed or _full_name(name) in installed:
+            return name
+        raise ProxyError(
+            "not_found_error",
+            f"model: {name!r} matches no alias and is not a model on the backend",
+        )
+
+    async def supports_thinking(self, model: str) -> bool:
+        known = self._thinking.get(model)
+        if known is not None:
+            return known
+        assert self.http is not None
+        try:
+            response = await self.http.post(
+                "/api/show", content=orjson.dumps({"model": model}), timeout=_HEALTH_TIMEOUT
+            )
+        except httpx.HTTPError:
+            return False  # backend down: the chat call will report it; do not remember
+        if response.status_code != 200:
+            return False
+        try:
+            capabilities = response.json().get("capabilities") or []
+        except (ValueError, AttributeError):
+            capabilities = []
+        self._thinking[model] = "thinking" in capabilities
+        return self._thinking[model]
+
+    async def _cache_lookup(self, call: _Call, key: str | None) -> tuple[bytes | None, str | None]:
+        """(stored answer or None, key to store under or None)."""
+        if key is None or self.cache is None:
+            call.cache = "bypass"
+            self.metrics.record_cache("bypass")
+            return None, None
+        try:
+            stored = await self.cache.get(key)
+        except CacheBypass:
+            call.cache = "bypass"
+            self.metrics.record_cache("bypass")
+            return None, None
+        call.cache = "hit" if stored is not None else "miss"
+        self.metrics.record_cache(call.cache)
+        return stored, key
+
+    def _wants_cache(self, call: _Call) -> bool:
+        control = call.headers.get(b"cache-control", b"").lower()
+        return self.cache is not None and b"no-cache" not in control and b"no-store" not in control
+
+    # ------------------------------------------------------------------ /v1/messages
+    async def _messages(self, call: _Call) -> None:
+        self._check_key(call)
+        request = parse_request(await self._json_body(call))
+        call.model = request.model
+        backend = await self.resolve(request.model)
+        call.backend = backend
+        key = cache_key(request.shaping_fields(backend)) if self._wants_cache(call) else None
+        stored, key = await self._cache_lookup(call, key)
+        if stored is not None:
+            await self._answer_from_cache(call, request, stored)
+            return
+        watcher = self._watch_disconnect(call)
+        try:
+            await self._generate(call, request, backend, key)
+        finally:
+            watcher.cancel()
+
+    async def _answer_from_cache(self, call: _Call, request: ChatRequest, stored: bytes) -> None:
+        message = orjson.loads(stored)
+        message["id"] = new_message_id()
+        message["model"] = request.model
+        usage = message.get("usage") or {}
+        call.tokens = (usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        if not request.stream:
+            await self._send_body(call, 200, orjson.dumps(message))
+            return
+        headers = call.base_headers(b"text/event-stream")
+        headers.append((b"cache-control", b"no-cache"))
+        await self._start(call, 200, headers)
+        self.metrics.ttft.observe(time.perf_counter() - call.started)
+        call.response_done = True
+        await call.send(
+            {"type": "http.response.body", "body": encode_events(replay_events(message))}
+        )
+
+    async def _generate(
+        self, call: _Call, request: ChatRequest, backend: str, key: str | None
+    ) -> None:
+        assert self.http is not None
+        thinking = await self.supports_thinking(backend)
+        # Stream from Ollama when the client streams, and when stop sequences must be matched
+        # as text arrives (so generation stops at the match instead of running on).
+        upstream_stream = request.stream or bool(request.stop_sequences)
+        chat = build_chat(request, backend, stream=upstream_stream, supports_thinking=thinking)
+        assembler = ResponseAssembler(
+            message_id=new_message_id(),
+            model=request.model,
+            stop_sequences=request.stop_sequences,
+            thinking=request.thinking,
+            emit=request.stream,
+        )
+        http_request = self.http.build_request(
+            "POST",
+            "/api/chat",
+            content=orjson.dumps(chat),
+            headers={"content-type": "application/json"},
+        )
+        try:
+            response = await self.http.send(http_request, stream=True)
+        except httpx.HTTPError as exc:
+            self.metrics.record_upstream_error("connect")
+            raise _transport_error(exc) from None
+        try:
+            if response.status_code != 200:
+                detail = _error_detail(await response.aread())
+                self.metrics.record_upstream_error(f"http_{response.status_code}")
+                raise map_upstream_status(response.status_code, detail, backend)
+            if upstream_stream:
+                await self._relay(call, request, response, assembler)
+            else:
+                body = await response.aread()
+                assembler.feed(orjson.loads(body))
+        except httpx.HTTPError as exc:
+            self.metrics.record_upstream_error("transport")
+            raise _transport_error(exc) from None
+        finally:
+            await response.aclose()
+
+        if not assembler.finished:
+            raise ProxyError("api_error", "backend ended the answer early")
+        message = assembler.message()
+        call.tokens = (assembler.input_tokens, assembler.output_tokens)
+        self.metrics.record_tokens(assembler.input_tokens, assembler.output_tokens)
+        encoded = orjson.dumps(message)
+        if not request.stream:
+            await self._send_body(call, 200, encoded)
+        if key is not None and self.cache is not None:
+            await self.cache.put(key, encoded)
+
+    async def _relay(
+        self,
+        call: _Call,
+        request: ChatRequest,
+        response: httpx.Response,
+        assembler: ResponseAssembler,
+    ) -> None:
+        """Relay Ollama's NDJSON stream chunk by chunk (as SSE when the client streams)."""
+        if request.stream:
+            headers = call.base_headers(b"text/event-stream")
+            headers.append((b"cache-control", b"no-cache"))
+            await self._start(call, 200, headers)
+            await call.send(
+                {
+                    "type": "http.response.body",
+                    "body": encode_events(assembler.start_events()),
+                    "more_body": True,
+                }
+            )
+        first = True
+        buffer = b""
+        try:
+            async for raw in response.aiter_raw():
+                buffer += raw
+                if b"\n" not in buffer:
+                    continue
+                *lines, buffer = buffer.split(b"\n")
+                events = []
+                for line in lines:
+                    if not line.strip():
+                        continue
+                    chunk = self._parse_chunk(line)
+                    events.extend(assembler.feed(chunk))
+                    if assembler.finished:
+                        break
+                if request.stream and events:
+                    if first:
+                        self.metrics.ttft.observe(time.perf_counter() - call.started)
+                        first = False
+                    done = assembler.finished
+                    call.response_done = done
+                    await call.send(
+                        {
+                            "type": "http.response.body",
+                            "body": encode_events(events),
+                            "more_body": not done,
+                        }
+                    )
+                if assembler.finished:
+                    return
+            if buffer.strip():
+                chunk = self._parse_chunk(buffer)
+                events = assembler.feed(chunk)
+                if request.stream and events:
+                    call.response_done = assembler.finished
+                    await call.send(
+                        {
+                            "type": "http.response.body",
+                            "body": encode_events(events),
+                            "more_body": not assembler.finished,
+                        }
+                    )
+        except _UpstreamStreamError as exc:
+            self.metrics.record_upstream_error(exc.kind)
+            raise ProxyError(exc.error_type, exc.message) from None
+        except httpx.HTTPError as exc:
+            self.metrics.record_upstream_error("stream_cut")
+            if isinstance(exc, httpx.TimeoutException):
+                raise ProxyError("overloaded_error", "backend timed out mid-answer") from None
+            raise ProxyError("api_error", "backend connection lost mid-answer") from None
+        if not assembler.finished:
+            self.metrics.record_upstream_error("stream_cut")
+            raise ProxyError("api_error", "backend ended the stream before the answer was done")
+
+    @staticmethod
+    def _parse_chunk(line: bytes) -> dict[str, Any]:
+        try:
+            chunk = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            raise _UpstreamStreamError(
+                "api_error", "backend sent malformed data", "bad_chunk"
+            ) from None
+        if not isinstance(chunk, dict):
+            raise _UpstreamStreamError("api_error", "backend sent malformed data", "bad_chunk")
+        if "error" in chunk:
+            detail = str(chunk["error"])[:500]
+            kind = "overloaded_error" if "overload" in detail.lower() else "api_error"
+            raise _UpstreamStreamError(kind, f"backend error: {detail}", "stream_error")
+        return chunk
+
+    # ------------------------------------------------------------------ count_tokens
+    async def _count_tokens(self, call: _Call) -> None:
+        self._check_key(call)
+        request = parse_request(await self._json_body(call), count_only=True)
+        call.model = request.model
+        backend = await self.resolve(request.model)
+        call.backend = backend
+        fields = request.shaping_fields(backend)
+        for name in ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences"):
+            fields.pop(name)
+        key = cache_key(fields, "count") if self._wants_cache(call) else None
+        stored, key = await self._cache_lookup(call, key)
+        if stored is not None:
+            await self._send_body(call, 200, stored)
+            return
+        assert self.http is not None
+        chat = build_chat(request, backend, stream=False, supports_thinking=False, num_predict=1)
+        try:
+            response = await self.http.post(
+                "/api/chat",
+                content=orjson.dumps(chat),
+                headers={"content-type": "application/json"},
+            )
+        except httpx.HTTPError as exc:
+            self.metrics.record_upstream_error("connect")
+            raise _transport_error(exc) from None
+        if response.status_code != 200:
+            self.metrics.record_upstream_error(f"http_{response.status_code}")
+            raise map_upstream_status(
+                response.status_code, _error_detail(response.content), backend
+            )
+        try:
+            count = orjson.loads(response.content).get("prompt_eval_count")
+        except (orjson.JSONDecodeError, AttributeError):
+            count = None
+        if not isinstance(count, int):
+            raise ProxyError("api_error", "backend did not report a prompt token count")
+        body = orjson.dumps({"input_tokens": count})
+        await self._send_body(call, 200, body)
+        if key is not None and self.cache is not None:
+            await self.cache.put(key, body)
+
+    # ------------------------------------------------------------------ models
+    async def _models(self, call: _Call) -> None:
+        self._check_key(call, open_route=self.settings.open_metrics)
+        names: list[str] = []
+        for pattern, _target in self.settings.model_map:
+            if not _GLOB_CHARS & set(pattern):
+                names.append(pattern)
+        names.extend(sorted(self._backend_names))
+        names.extend(sorted(await self._installed_models()))
+        created = datetime.fromtimestamp(self.started_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        seen: set[str] = set()
+        data = []
+        for name in names:
+            if name in seen:
+                continue
+            seen.add(name)
+            data.append({"type": "model", "id": name, "display_name": name, "created_at": created})
+        body = {
+            "data": data,
+            "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+        }
+        await self._send_body(call, 200, orjson.dumps(body))
+
+    # ------------------------------------------------------------------ health & co
+    async def _root(self, call: _Call) -> None:
+        body = orjson.dumps({"service": "vastllm-proxy", "version": __version__})
+        await self._send_body(call, 200, body, head=call.scope["method"] == "HEAD")
+
+    async def _liveness(self, call: _Call) -> None:
+        await self._send_body(call, 200, b'{"status":"ok"}')
+
+    async def health_report(self) -> dict[str, Any]:
+        assert self.http is not None
+
+        async def fetch(path: str) -> Any:
+            assert self.http is not None
+            response = await self.http.get(path, timeout=_HEALTH_TIMEOUT)
+            response.raise_for_status()
+            return response.json()
+
+        results: tuple[Any, ...] = await asyncio.gather(
+            fetch("/api/version"), fetch("/api/tags"), fetch("/api/ps"), return_exceptions=True
+        )
+        version, tags, running = results
+        reachable = not isinstance(version, BaseException)
+        ollama: dict[str, Any] = {
+            "reachable": reachable,
+            "url": self.settings.ollama_url,
+            "version": version.get("version") if isinstance(version, dict) else None,
+        }
+        if not reachable:
+            ollama["error"] = f"{type(version).__name__}: cannot reach Ollama"
+
+        def names(listing: Any) -> set[str]:
+            if not isinstance(listing, dict):
+                return set()
+            return {
+                str(item.get("name") or item.get("model"))
+                for item in listing.get("models") or []
+                if isinstance(item, dict)
+            }
+
+        wanted = _full_name(self.settings.model)
+        present_names, loaded_names = names(tags), names(running)
+        model = {
+            "name": self.settings.model,
+            "present": wanted in present_names,
+            "loaded": wanted in loaded_names,
+        }
+        redis: dict[str, Any] = {"enabled": self.cache is not None, "reachable": None}
+        if self.cache is not None:
+            redis["reachable"] = await self.cache.ping()
+            if not redis["reachable"]:
+                redis["error"] = self.cache.last_error
+        if not reachable:
+            status = "down"
+        elif not model["present"] or redis["reachable"] is False:
+            status = "degraded"
+        else:
+            status = "ok"
+        counts = self.metrics.cache
+        return {
+            "status": status,
+            "version": __version__,
+            "uptime_seconds": round(time.time() - self.started_at, 3),
+            "ollama": ollama,
+            "model": model,
+            "redis": redis,
+            "cache": {
+                "hits": counts["hit"],
+                "misses": counts["miss"],
+                "bypasses": counts["bypass"],
+                "hit_ratio": round(self.metrics.hit_ratio, 6),
+            },
+        }
+
+    async def _health(self, call: _Call) -> None:
+        report = await self.health_report()
+        status = 503 if report["status"] == "down" else 200
+        await self._send_body(call, status, orjson.dumps(report))
+
+    async def _readiness(self, call: _Call) -> None:
+        report = await self.health_report()
+        ready = report["ollama"]["reachable"] and report["model"]["present"]
+        body = orjson.dumps(
+            {"status": "ready" if ready else "not_ready", "health": report["status"]}
+        )
+        await self._send_body(call, 200 if ready else 503, body)
+
+    async def _metrics(self, call: _Call) -> None:
+        self._check_key(call, open_route=self.settings.open_metrics)
+        await self._send_body(
+            call, 200, self.metrics.render(), b"text/plain; version=0.0.4; charset=utf-8"
+        )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    redis_client: Any = None,
+) -> ProxyApp:
+    """The ASGI app for ``settings``; clients are opened by the ASGI lifespan (or ``startup``)."""
+    return ProxyApp(settings, transport=transport, redis_client=redis_client)
