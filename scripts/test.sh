@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Every test: lint, unit and integration tests, the Molecule scenario (inside pytest, as
+# tests/molecule/test_molecule.py). Does its own set-up first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+. .venv/bin/activate
+export VASTLLM_REPO=$PWD ANSIBLE_CONFIG=$PWD/ansible.cfg
+
+echo "== lint"
+ruff check .
+ruff format --check .
+yamllint -s .
+ansible-lint --profile production --offline
+echo "== tests"
+exec python -m pytest "$@"
