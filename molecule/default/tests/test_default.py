@@ -73,15 +73,20 @@ def test_proxy_key_file_is_private(host):
 
 def test_proxy_requires_the_key_and_answers_with_it(host):
     body = json.dumps(
-        {"model": "claude-sonnet-4-5", "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": 32,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
     )
     denied = host.run(
-        f"curl -s -o /dev/null -w '%{{http_code}}' {PROXY}/v1/messages -H 'content-type: application/json' -d '{body}'"
+        f"curl -s -o /dev/null -w '%{{http_code}}' {PROXY}/v1/messages "
+        f"-H 'content-type: application/json' -d '{body}'"
     )
     assert denied.stdout == "401"
     answer = _json(
         host,
-        f"curl -sf {PROXY}/v1/messages -H \"x-api-key: $(cat {KEY_FILE})\" "
+        f'curl -sf {PROXY}/v1/messages -H "x-api-key: $(cat {KEY_FILE})" '
         f"-H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' -d '{body}'",
     )
     assert answer["type"] == "message"
@@ -100,7 +105,11 @@ def test_a_crashed_ollama_is_restarted(host):
     after = before
     while time.monotonic() < deadline:
         after = host.run("supervisorctl pid ollama").stdout.strip()
-        if after.isdigit() and after not in ("0", before) and host.run(f"curl -sf {OLLAMA}/api/version").rc == 0:
+        if (
+            after.isdigit()
+            and after not in ("0", before)
+            and host.run(f"curl -sf {OLLAMA}/api/version").rc == 0
+        ):
             break
         time.sleep(1)
     assert after != before, _dump_log_on_failure(host, "ollama")

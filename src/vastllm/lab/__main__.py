@@ -3,7 +3,7 @@
 Every sub-command here is a test/lab tool, never a stand-in for the real thing:
   vastllm-lab ollama ...   the Ollama REST API emulator and its release-like archive
   vastllm-lab vastai ...   the vast.ai REST API emulator
-  vastllm-lab host ...     the local lab host: a Docker container that stands in for a vast.ai instance
+  vastllm-lab host ...     the local lab host: a Docker container standing in for a vast.ai host
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The local lab host: a Docker container that stands in for a vast.ai instance.
 
 Like a vast.ai instance it runs Debian as root without systemd, has a ``/workspace`` volume and is
-reached over SSH. ``vastllm-lab host up`` builds the base image when it is missing (debootstrap from
-Debian's packages, then ``docker import``: no registry is needed), starts the container and writes an
-Ansible inventory file that describes it.
+reached over SSH. ``vastllm-lab host up`` builds the base image when it is missing (debootstrap
+from Debian's packages, then ``docker import``: no registry is needed), starts the container and
+writes an Ansible inventory file that describes it.
 
   vastllm-lab host image [--rebuild]   build the base image (cached in Docker)
   vastllm-lab host up                  start the lab host and write inventory/lab.yml
@@ -30,7 +30,9 @@ MIRROR = os.environ.get("VASTLLM_LAB_DEBIAN_MIRROR", "http://deb.debian.org/debi
 # python3-venv: the roles install those, as they must on a real instance.
 PACKAGES = ("python3", "openssh-server", "ca-certificates", "curl", "iproute2", "procps", "less")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-LAB_NOTICE = "vastllm lab host: a Docker container standing in for a vast.ai instance (not a GPU host)\n"
+LAB_NOTICE = (
+    "vastllm lab host: a Docker container standing in for a vast.ai instance (not a GPU host)\n"
+)
 
 
 class LabError(RuntimeError):
@@ -59,9 +61,10 @@ class HostSpec:
 def render_inventory(spec: HostSpec) -> str:
     """The inventory file that describes the lab host (pure)."""
     mirror = "file:///opt/vastllm-lab/mirror"
-    return f"""# Written by `vastllm-lab host up`. The local lab host: a Docker container standing in for a
-# vast.ai instance (root, no systemd, /workspace, reached over SSH). Ollama there is the vastllm
-# lab double, installed from a release-like archive through the ollama role's real install path.
+    return f"""# Written by `vastllm-lab host up`. The local lab host: a Docker container
+# standing in for a vast.ai instance (root, no systemd, /workspace, reached over SSH).
+# Ollama there is the vastllm lab double, installed from a release-like archive through
+# the ollama role's real install path.
 vastllm:
   hosts:
     {spec.name}:
@@ -108,7 +111,9 @@ def build_image(*, rebuild: bool = False, image: str = IMAGE) -> bool:
     if image_exists(image) and not rebuild:
         return False
     if shutil.which("debootstrap") is None:
-        raise LabError("debootstrap is not installed: run scripts/setup.sh first (apt-get install debootstrap)")
+        raise LabError(
+            "debootstrap is not installed: run scripts/setup.sh first (apt-get install debootstrap)"
+        )
     if os.geteuid() != 0:
         raise LabError("building the lab base image needs root (debootstrap)")
     with tempfile.TemporaryDirectory(prefix="vastllm-rootfs-") as tmp:
@@ -157,7 +162,9 @@ def _customize_rootfs(root: Path) -> None:
     (root / "run/sshd").mkdir(parents=True, exist_ok=True)
     (root / "root/.ssh").mkdir(mode=0o700, parents=True, exist_ok=True)
     sshd_conf = root / "etc/ssh/sshd_config.d/vastllm-lab.conf"
-    sshd_conf.write_text("PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n")
+    sshd_conf.write_text(
+        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUseDNS no\n"
+    )
     (root / "etc/vastllm-lab-host").write_text(LAB_NOTICE)
     shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
     (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
@@ -166,7 +173,9 @@ def _customize_rootfs(root: Path) -> None:
 
 
 def _container_running(name: str) -> bool:
-    out = _run(["docker", "ps", "--filter", f"name=^{name}$", "--format", "{{.Names}}"], check=False)
+    out = _run(
+        ["docker", "ps", "--filter", f"name=^{name}$", "--format", "{{.Names}}"], check=False
+    )
     return out.strip() == name
 
 
@@ -174,7 +183,20 @@ def _ensure_key(spec: HostSpec) -> str:
     spec.state_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(spec.state_dir, 0o700)
     if not spec.key_file.exists():
-        _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vastllm-lab", "-f", str(spec.key_file)])
+        _run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "vastllm-lab",
+                "-f",
+                str(spec.key_file),
+            ]
+        )
     return (spec.key_file.with_suffix(".pub")).read_text()
 
 
@@ -193,7 +215,9 @@ def _wait_ssh(spec: HostSpec, timeout: float = 60.0) -> None:
             return
         last = proc.stderr.strip()
         time.sleep(1)
-    raise LabError(f"the lab host's SSH on 127.0.0.1:{spec.ssh_port} did not answer in {timeout:.0f} s: {last}")
+    raise LabError(
+        f"the lab host's SSH on 127.0.0.1:{spec.ssh_port} did not answer in {timeout:.0f} s: {last}"
+    )
 
 
 def up(spec: HostSpec) -> None:
@@ -219,7 +243,9 @@ def up(spec: HostSpec) -> None:
     _wait_ssh(spec)
     spec.inventory.parent.mkdir(parents=True, exist_ok=True)
     spec.inventory.write_text(render_inventory(spec))
-    print(f"lab host {spec.name} is up: ssh -p {spec.ssh_port} root@127.0.0.1 (key {spec.key_file})")
+    print(
+        f"lab host {spec.name} is up: ssh -p {spec.ssh_port} root@127.0.0.1 (key {spec.key_file})"
+    )
     print(f"inventory written to {spec.inventory}")
 
 
@@ -232,8 +258,11 @@ def down(spec: HostSpec, *, volumes: bool) -> None:
 
 def main(argv: list[str]) -> int:
     repo = Path(os.environ.get("VASTLLM_REPO", Path.cwd()))
-    parser = argparse.ArgumentParser(prog="vastllm-lab host", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="vastllm-lab host",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     image_p = sub.add_parser("image", help="build the lab base image if missing")
     image_p.add_argument("--rebuild", action="store_true")
@@ -245,7 +274,9 @@ def main(argv: list[str]) -> int:
         p.add_argument("--state-dir", type=Path, default=repo / ".lab")
         p.add_argument("--inventory", type=Path, default=repo / "inventory" / "lab.yml")
         if name == "down":
-            p.add_argument("--volumes", action="store_true", help="also delete the /workspace volume")
+            p.add_argument(
+                "--volumes", action="store_true", help="also delete the /workspace volume"
+            )
     args = parser.parse_args(argv)
     try:
         if args.command == "image":
