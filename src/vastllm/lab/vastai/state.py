@@ -221,14 +221,16 @@ def generate_instances(count: int, seed: int = 7) -> list[dict[str, Any]]:
     return rows
 
 
-def generate_offers(count: int = 60, seed: int = 11) -> list[dict[str, Any]]:
+def generate_offers(count: int = 120, seed: int = 11) -> list[dict[str, Any]]:
     """A market of offers covering every GPU in the catalog, several regions and prices."""
     rng = random.Random(seed)  # noqa: S311 - deterministic lab data, not crypto
     offers = []
     for n in range(count):
         gpu, ram, price = GPU_CATALOG[n % len(GPU_CATALOG)]
-        num = (1, 1, 2, 4, 8)[n % 5]
+        num = rng.choice((1, 1, 1, 2, 4, 8))
         dph = round(price * num * rng.uniform(0.85, 1.6), 4)
+        reliability = round(rng.uniform(0.93, 0.9995), 4)
+        verified = rng.random() > 0.2
         offers.append(
             {
                 "id": 30_000_000 + n,
@@ -244,11 +246,11 @@ def generate_offers(count: int = 60, seed: int = 11) -> list[dict[str, Any]]:
                 "disk_space": float(rng.choice((100, 250, 500, 1000))),
                 "dph_total": dph,
                 "dph_base": round(dph * 0.9, 4),
-                "reliability2": round(rng.uniform(0.93, 0.9995), 4),
-                "reliability": round(rng.uniform(0.93, 0.9995), 4),
-                "verification": "verified" if n % 4 else "unverified",
-                "verified": bool(n % 4),
-                "geolocation": REGIONS[n % len(REGIONS)],
+                "reliability2": reliability,
+                "reliability": reliability,
+                "verification": "verified" if verified else "unverified",
+                "verified": verified,
+                "geolocation": REGIONS[rng.randrange(len(REGIONS))],
                 "inet_down": float(rng.choice((200, 500, 1000))),
                 "inet_up": float(rng.choice((100, 500, 900))),
                 "rentable": True,
