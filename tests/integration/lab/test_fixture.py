@@ -1,0 +1,36 @@
+"""The shared `ollama_emulator` fixture: start, faults, stats, restart, crash, cleanup."""
+
+import httpx
+
+
+def test_default_instance_answers_version(ollama_emulator):
+    response = httpx.get(ollama_emulator.url + "/api/version", timeout=5)
+    assert response.status_code == 200
+    assert response.json()["version"]
+
+
+def test_factory_preload_faults_stats_restart_and_crash(ollama_emulator):
+    emu = ollama_emulator(preload=["qwen3:0.6b"], faults={"busy": True})
+    chat = {"model": "qwen3:0.6b", "messages": [{"role": "user", "content": "x"}], "stream": False}
+    assert httpx.post(emu.url + "/api/chat", json=chat, timeout=5).status_code == 503
+    emu.clear_faults()
+    assert emu.get_faults() == {}
+    assert httpx.post(emu.url + "/api/chat", json=chat, timeout=5).status_code == 200
+    assert emu.stats()["/api/chat"] == 2
+    port = emu.port
+    emu.set_faults({"chat_error": "boom"})
+    emu.restart()  # faults from the start-up env come back (busy), run-time ones are gone
+    assert emu.port == port
+    assert emu.get_faults() == {"busy": True}
+    assert emu.crash() == 1
+    assert not emu.running
+
+
+def test_processes_are_stopped_by_close(tmp_path):
+    from vastllm.lab.ollama.process import LabOllamaProcess
+
+    with LabOllamaProcess(models_dir=str(tmp_path / "m")) as emu:
+        proc = emu.proc
+        assert emu.running
+    assert proc.poll() == 0  # SIGTERM: a clean exit
+    assert "lab double stopped" in emu.log()
