@@ -1,7 +1,7 @@
 """`molecule test` of the whole stack, as a user types it from the repository root.
 
-create -> converge -> idempotence (zero changes) -> verify (testinfra) -> destroy, in a Debian container
-without systemd. The phase durations are written to .cache/molecule-timings.json for the closing figures.
+create -> converge -> idempotence (zero changes) -> verify (testinfra) -> destroy, in a Debian
+container without systemd. Phase durations go to .cache/molecule-timings.json.
 """
 
 from __future__ import annotations
