@@ -1,0 +1,371 @@
+"""Pure helpers and the HTTP client of plugins/module_utils/vastai_api.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from urllib.error import URLError
+
+import pytest
+
+KEY = "sk-secret-key-123456"
+
+
+# -- API key resolution -------------------------------------------------------------------
+
+
+def test_explicit_key_wins_over_env_and_file(api, tmp_path):
+    (tmp_path / ".vast_api_key").write_text("from-file\n")
+    assert api.resolve_api_key(" explicit ", {"VAST_API_KEY": "env"}, str(tmp_path)) == "explicit"
+
+
+def test_env_key_used_when_no_explicit(api, tmp_path):
+    assert api.resolve_api_key(None, {"VAST_API_KEY": " env-key "}, str(tmp_path)) == "env-key"
+
+
+def test_cli_key_file_xdg_before_legacy(api, tmp_path):
+    xdg = tmp_path / "xdg"
+    (xdg / "vastai").mkdir(parents=True)
+    (xdg / "vastai" / "vast_api_key").write_text("xdg-key\n")
+    (tmp_path / ".vast_api_key").write_text("legacy-key\n")
+    env = {"XDG_CONFIG_HOME": str(xdg)}
+    assert api.resolve_api_key(None, env, str(tmp_path)) == "xdg-key"
+
+
+def test_cli_key_file_default_config_then_legacy(api, tmp_path):
+    (tmp_path / ".vast_api_key").write_text("legacy-key\n")
+    assert api.resolve_api_key(None, {}, str(tmp_path)) == "legacy-key"
+    (tmp_path / ".config" / "vastai").mkdir(parents=True)
+    (tmp_path / ".config" / "vastai" / "vast_api_key").write_text("config-key")
+    assert api.resolve_api_key(None, {}, str(tmp_path)) == "config-key"
+
+
+def test_missing_key_names_every_place_looked(api, tmp_path):
+    (tmp_path / ".vast_api_key").write_text("   \n")  # empty file does not count
+    with pytest.raises(api.VastAIError) as err:
+        api.resolve_api_key(None, {}, str(tmp_path))
+    message = err.value.message
+    assert "VAST_API_KEY" in message
+    assert str(tmp_path / ".config" / "vastai" / "vast_api_key") in message
+    assert str(tmp_path / ".vast_api_key") in message
+
+
+# -- URLs, retry decisions, error messages -------------------------------------------------
+
+
+def test_build_url_prefixes_v0_and_json_encodes(api):
+    url = api.build_url("https://h/", "/instances/5/", {"owner": "me"})
+    assert url == "https://h/api/v0/instances/5/?owner=me"
+    url = api.build_url("https://h", "/api/v1/instances/", {"limit": 25, "x": None})
+    assert url == "https://h/api/v1/instances/?limit=25"
+    url = api.build_url("https://h", "/api/v1/instances/", {"select_filters": {"a": {"eq": 1}}})
+    assert url.endswith("select_filters=%7B%22a%22%3A%7B%22eq%22%3A1%7D%7D")
+
+
+def test_normalize_api_url_rejects_other_schemes(api):
+    assert api.normalize_api_url(None) == "https://console.vast.ai"
+    assert api.normalize_api_url("http://127.0.0.1:1/") == "http://127.0.0.1:1"
+    with pytest.raises(api.VastAIError, match="https://"):
+        api.normalize_api_url("ftp://x")
+
+
+def test_parse_retry_after_seconds_date_and_garbage(api):
+    assert api.parse_retry_after("3", 0.0) == 3.0
+    assert api.parse_retry_after(" 0.5 ", 0.0) == 0.5
+    assert api.parse_retry_after("-4", 0.0) == 0.0
+    assert api.parse_retry_after(None, 0.0) is None
+    assert api.parse_retry_after("soon", 0.0) is None
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    date = format_datetime(now + timedelta(seconds=7), usegmt=True)
+    assert api.parse_retry_after(date, now.timestamp()) == pytest.approx(7.0)
+
+
+def test_retry_decision(api):
+    # retryable status without Retry-After: exponential backoff, capped
+    assert api.retry_decision(429, None, 0, 5, 1.0, 30.0, 60.0) == 1.0
+    assert api.retry_decision(503, None, 3, 5, 1.0, 30.0, 60.0) == 8.0
+    assert api.retry_decision(502, None, 4, 9, 4.0, 30.0, 60.0) == 30.0
+    # server's Retry-After wins, unless it is too long
+    assert api.retry_decision(429, 2.5, 0, 5, 1.0, 30.0, 60.0) == 2.5
+    assert api.retry_decision(429, 600.0, 0, 5, 1.0, 30.0, 60.0) is None
+    # out of retries, or not retryable
+    assert api.retry_decision(429, None, 5, 5, 1.0, 30.0, 60.0) is None
+    assert api.retry_decision(401, None, 0, 5, 1.0, 30.0, 60.0) is None
+    assert api.retry_decision(404, None, 0, 5, 1.0, 30.0, 60.0) is None
+    # network failure (status None) retries with backoff
+    assert api.retry_decision(None, None, 1, 5, 1.0, 30.0, 0.0) == 2.0
+
+
+@pytest.mark.parametrize(
+    ("status", "needle"),
+    [
+        (401, "rejected the API key"),
+        (403, "lacks the permission"),
+        (404, "no such resource"),
+        (410, "410 Gone"),
+        (429, "rate limit"),
+        (500, "server error 500"),
+        (418, "API error 418"),
+    ],
+)
+def test_error_message_per_status(api, status, needle):
+    body = json.dumps({"success": False, "msg": "detail from server"}).encode()
+    message = api.error_message(status, body, "GET", "/api/v1/instances/")
+    assert needle in message
+    assert "GET /api/v1/instances/" in message
+    if status != 429:
+        assert "detail from server" in message
+
+
+def test_error_message_tolerates_non_json_body(api):
+    assert "<html>" in api.error_message(500, b"<html>oops</html>", "GET", "/x")
+    assert api.error_message(500, b"", "GET", "/x") == "vast.ai server error 500 on GET /x"
+
+
+def test_redact(api):
+    assert api.redact(f"bad key {KEY}!", KEY) == "bad key <redacted>!"
+    assert api.redact("nothing", None) == "nothing"
+
+
+# -- SSH endpoint and hostvars -------------------------------------------------------------
+
+
+def _instance(**over):
+    base = {
+        "id": 42,
+        "label": "box",
+        "actual_status": "running",
+        "intended_status": "running",
+        "public_ipaddr": "203.0.113.5",
+        "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41234"}]},
+        "ssh_host": "ssh4.vast.ai",
+        "ssh_port": 30042,
+        "image_runtype": "ssh_direc ssh_proxy",
+        "gpu_name": "RTX 4090",
+        "num_gpus": 1,
+        "image_uuid": "img:1",
+        "reliability2": 0.99,
+    }
+    base.update(over)
+    return base
+
+
+def test_direct_when_22_is_mapped(api):
+    assert api.ssh_endpoint(_instance(), "auto") == ("203.0.113.5", 41234, "direct")
+    assert api.ssh_endpoint(_instance(), "direct") == ("203.0.113.5", 41234, "direct")
+
+
+def test_proxy_when_asked_or_not_mapped(api):
+    assert api.ssh_endpoint(_instance(), "proxy") == ("ssh4.vast.ai", 30042, "proxy")
+    assert api.ssh_endpoint(_instance(ports={}), "auto") == ("ssh4.vast.ai", 30042, "proxy")
+
+
+def test_direct_only_gives_nothing_without_mapping(api):
+    assert api.ssh_endpoint(_instance(ports={}), "direct") == (None, None, None)
+    bad = _instance(ports={"22/tcp": [{"HostPort": "not-a-port"}]})
+    assert api.ssh_endpoint(bad, "direct") == (None, None, None)
+    assert api.ssh_endpoint(_instance(public_ipaddr=""), "direct") == (None, None, None)
+
+
+def test_jupyter_images_use_proxy_port_plus_one(api):
+    inst = _instance(ports={}, image_runtype="jupyter_direc ssh_direc ssh_proxy")
+    assert api.ssh_endpoint(inst, "auto") == ("ssh4.vast.ai", 30043, "proxy")
+
+
+def test_unknown_connect_mode_is_an_error(api):
+    with pytest.raises(api.VastAIError, match="connect_with"):
+        api.ssh_endpoint(_instance(), "telnet")
+
+
+def test_hostvars_shape_and_prefix(api):
+    hv = api.instance_hostvars(_instance(), "vastai_", "auto")
+    assert hv["ansible_host"] == "203.0.113.5"
+    assert hv["ansible_port"] == 41234
+    assert hv["ansible_user"] == "root"
+    assert hv["vastai_id"] == 42
+    assert hv["vastai_status"] == "running"
+    assert hv["vastai_image"] == "img:1"
+    assert hv["vastai_reliability"] == 0.99
+    assert hv["vastai_ports"]["22/tcp"][0]["HostPort"] == "41234"
+    assert hv["vastai_connect_with"] == "direct"
+    other = api.instance_hostvars(_instance(), "v_", "proxy")
+    assert other["v_id"] == 42
+    assert not any(k.startswith("vastai_") for k in other)
+    assert other["ansible_port"] == 30042
+
+
+def test_hostvars_without_any_ssh_route_have_no_ansible_host(api):
+    hv = api.instance_hostvars(_instance(ports={}, ssh_host=None, actual_status=None), "vastai_")
+    assert "ansible_host" not in hv
+    assert hv["vastai_status"] == "loading"
+    assert hv["vastai_ports"] == {}
+
+
+def test_instance_matches_filters(api):
+    inst = _instance()
+    assert api.instance_matches(inst, ["running"], ["bo*"], ["RTX_4090"])
+    assert api.instance_matches(inst, [], [], [])
+    assert not api.instance_matches(inst, ["exited"], [], [])
+    assert not api.instance_matches(inst, [], ["vastllm-*"], [])
+    assert not api.instance_matches(inst, [], [], ["A100*"])
+    assert api.instance_matches(inst, [], [], ["RTX 40*"])
+    assert not api.instance_matches(_instance(label=None), [], ["*x*"], [])
+
+
+# -- HTTP client with a scripted transport ------------------------------------------------
+
+
+class Script:
+    """A transport answering from a list of (status, headers, body) or exceptions."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.calls = []
+
+    def __call__(self, method, url, headers, body, timeout):
+        self.calls.append((method, url, dict(headers), body))
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        status, hdrs, payload = answer
+        return (
+            status,
+            hdrs,
+            json.dumps(payload).encode() if not isinstance(payload, bytes) else payload,
+        )
+
+
+def _client(api, script, sleeps, **kw):
+    return api.VastAIClient(KEY, "http://127.0.0.1:9", transport=script, sleep=sleeps.append, **kw)
+
+
+def test_client_sends_bearer_key_and_follows_next_token(api):
+    script = Script(
+        [
+            (200, {}, {"instances": [{"id": 1}, {"id": 2}], "next_token": "T1"}),
+            (200, {}, {"instances": [{"id": 3}], "next_token": None}),
+        ]
+    )
+    rows = _client(api, script, []).list_instances({"label": {"eq": "x"}})
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert script.calls[0][2]["Authorization"] == f"Bearer {KEY}"
+    assert "after_token" not in script.calls[0][1]
+    assert "after_token=T1" in script.calls[1][1]
+    assert "limit=25" in script.calls[1][1]
+
+
+def test_client_stops_on_repeated_page_token(api):
+    page = (200, {}, {"instances": [{"id": 1}], "next_token": "SAME"})
+    with pytest.raises(api.VastAIError, match="repeated a page token"):
+        _client(api, Script([page, page, page]), []).list_instances()
+
+
+def test_client_retries_429_honouring_retry_after(api):
+    sleeps: list[float] = []
+    script = Script(
+        [
+            (429, {"Retry-After": "2"}, {"error": "rate"}),
+            (429, {}, {"error": "rate"}),
+            (200, {}, {"instances": [], "next_token": None}),
+        ]
+    )
+    assert _client(api, script, sleeps, backoff=0.5).list_instances() == []
+    assert sleeps == [2.0, 1.0]  # server's wait, then backoff 0.5 * 2**1
+
+
+def test_client_gives_up_on_429_with_one_message(api):
+    sleeps: list[float] = []
+    script = Script([(429, {}, {})] * 4)
+    with pytest.raises(api.VastAIError) as err:
+        _client(api, script, sleeps, retries=3, backoff=0.1).list_instances()
+    assert err.value.status == 429
+    assert "rate limit" in err.value.message
+    assert len(script.calls) == 4
+    assert sleeps == [0.1, 0.2, 0.4]
+
+
+def test_client_fails_fast_when_retry_after_is_too_long(api):
+    sleeps: list[float] = []
+    script = Script([(429, {"Retry-After": "3600"}, {})])
+    with pytest.raises(api.VastAIError, match="wait 3600s"):
+        _client(api, script, sleeps, max_retry_after=60).list_instances()
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("status", [401, 403, 404, 410])
+def test_client_does_not_retry_client_errors(api, status):
+    script = Script([(status, {}, {"msg": f"echo {KEY}"})])
+    with pytest.raises(api.VastAIError) as err:
+        _client(api, script, []).request("GET", "/api/v1/instances/")
+    assert err.value.status == status
+    assert KEY not in err.value.message
+    assert len(script.calls) == 1
+
+
+def test_client_retries_network_errors_then_names_the_url(api):
+    sleeps: list[float] = []
+    script = Script([URLError("connection refused")] * 3)
+    with pytest.raises(api.VastAIError) as err:
+        _client(api, script, sleeps, retries=2, backoff=0.1).request("GET", "/instances/1/")
+    assert "cannot reach vast.ai at http://127.0.0.1:9" in err.value.message
+    assert "connection refused" in err.value.message
+    assert sleeps == [0.1, 0.2]
+
+
+def test_client_rejects_non_json_success(api):
+    with pytest.raises(api.VastAIError, match="not JSON"):
+        _client(api, Script([(200, {}, b"<html>")]), []).request("GET", "/x/")
+
+
+def test_client_repr_and_missing_key(api):
+    client = _client(api, Script([]), [])
+    assert KEY not in repr(client)
+    with pytest.raises(api.VastAIError):
+        api.VastAIClient("", "http://127.0.0.1:9")
+
+
+def test_client_create_requires_new_contract(api):
+    script = Script(
+        [(200, {}, {"success": True, "new_contract": 77}), (200, {}, {"success": False})]
+    )
+    client = _client(api, script, [])
+    assert client.create_instance(5, {"image": "x"}) == 77
+    assert script.calls[0][0] == "PUT"
+    assert script.calls[0][1].endswith("/api/v0/asks/5/")
+    with pytest.raises(api.VastAIError, match="did not create"):
+        client.create_instance(5, {"image": "x"})
+
+
+def test_get_instance_404_is_none(api):
+    script = Script([(404, {}, {}), (200, {}, {"instances": {"id": 9}})])
+    client = _client(api, script, [])
+    assert client.get_instance(9) is None
+    assert client.get_instance(9) == {"id": 9}
+
+
+# -- against the emulator, over real HTTP (open_url) --------------------------------------
+
+
+def test_open_url_transport_pages_through_the_emulator(api, lab):
+    client = api.VastAIClient("lab-key", lab.url, retries=0)
+    rows = client.list_instances()
+    assert len(rows) == 60
+    assert client.requests_made == 3  # 25 + 25 + 10
+    assert len({r["id"] for r in rows}) == 60
+
+
+def test_open_url_transport_maps_http_errors(api, lab):
+    with pytest.raises(api.VastAIError) as err:
+        api.VastAIClient("wrong", lab.url, retries=0).list_instances()
+    assert err.value.status == 401
+    with pytest.raises(api.VastAIError) as err:
+        api.VastAIClient("lab-key", lab.url, retries=0).request("GET", "/instances/")
+    assert err.value.status == 410
+
+
+def test_open_url_transport_network_failure(api):
+    # Port 9 (discard) on loopback: nothing listens there.
+    client = api.VastAIClient("k", "http://127.0.0.1:9", retries=1, backoff=0.01, timeout=2)
+    with pytest.raises(api.VastAIError, match=r"cannot reach vast\.ai"):
+        client.list_instances()
