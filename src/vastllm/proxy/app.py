@@ -549,7 +549,7 @@ class ProxyApp:
         first = True
         buffer = b""
         try:
-            async for raw in response.aiter_raw():
+            async for raw in response.aiter_bytes():
                 buffer += raw
                 if b"\n" not in buffer:
                     continue
