@@ -17,15 +17,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import API_KEY, free_port
 
 REDIS_SERVER = "/usr/bin/redis-server"
-API_KEY = "test-key-0123456789"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait(predicate, timeout: float, what: str) -> None:

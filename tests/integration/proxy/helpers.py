@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 
 MODEL = "qwen3-coder:30b"
+API_KEY = "test-key-0123456789"
 BASIC = {
     "model": "claude-sonnet-4-6",
     "max_tokens": 200,
@@ -57,3 +59,9 @@ def assert_anthropic_error(response, status: int, error_type: str) -> dict:
     assert body["error"]["message"]
     assert "Traceback" not in response.text
     return body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

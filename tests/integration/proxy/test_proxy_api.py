@@ -7,7 +7,7 @@ import uuid
 import anthropic
 import httpx
 import pytest
-from helpers import BASIC, WEATHER_TOOL, assert_anthropic_error, parse_sse, sse_text
+from helpers import API_KEY, BASIC, WEATHER_TOOL, assert_anthropic_error, parse_sse, sse_text
 
 NO_CACHE = {"cache-control": "no-cache"}
 
@@ -322,7 +322,7 @@ def test_auth(shared_proxy):
     import anthropic as sdk
 
     with sdk.Anthropic(
-        base_url=shared_proxy.url, api_key=None, auth_token=API_KEY_FOR_BEARER, max_retries=0
+        base_url=shared_proxy.url, api_key=None, auth_token=API_KEY, max_retries=0
     ) as bearer:
         assert bearer.messages.create(**BASIC).type == "message"
     with (
@@ -337,7 +337,7 @@ def test_auth(shared_proxy):
     assert httpx.get(shared_proxy.url + "/").json()["service"] == "vastllm-proxy"
     for path in ("/metrics", "/v1/models"):
         assert_anthropic_error(httpx.get(shared_proxy.url + path), 401, "authentication_error")
-        ok = httpx.get(shared_proxy.url + path, headers={"x-api-key": API_KEY_FOR_BEARER})
+        ok = httpx.get(shared_proxy.url + path, headers={"x-api-key": API_KEY})
         assert ok.status_code == 200
 
 
@@ -366,6 +366,3 @@ def test_metrics(http):
     assert "vastllm_time_to_first_token_seconds_count" in text
     assert "vastllm_input_tokens_total" in text
     assert "vastllm_upstream_errors_total" in text
-
-
-API_KEY_FOR_BEARER = "test-key-0123456789"
