@@ -896,8 +896,12 @@ def build_app(settings: Settings, log: TextIO) -> LabOllama:
         if entry is None:
             raise ConfigError(f"VASTLLM_LAB_PRELOAD: {raw!r} is not in the lab catalog")
         name = normalize(raw)
-        if store.get(name) is None:
-            store.add_memory(entry.renamed(name))
+        if store.get(name) is None:  # present on disk already: keep that copy (and digest)
+            try:
+                store.write(entry.renamed(name))
+            except OSError as exc:
+                app.info(f"preload of {name} kept in memory only: {exc}")
+                store.add_memory(entry.renamed(name))
     return app
 
 
