@@ -128,7 +128,9 @@ class LabServer:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> LabServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
