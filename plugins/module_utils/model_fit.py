@@ -263,16 +263,17 @@ def present_names(index: Mapping[str, Mapping[str, Any]]) -> List[str]:
     return sorted(str(v.get("name") or v.get("model")) for v in index.values())
 
 
-def format_progress(model: str, completed: int, total: int) -> str:
+def format_progress(model: str, completed: int, total: int, verb: str = "pulling") -> str:
     """'pulling qwen3-coder:30b: 12.3 of 19.0 GB (65%)'."""
     if total > 0:
-        return "pulling %s: %.1f of %.1f GB (%d%%)" % (
+        return "%s %s: %.1f of %.1f GB (%d%%)" % (
+            verb,
             model,
             completed / GB,
             total / GB,
             int(percent(completed, total)),
         )
-    return "pulling %s: %.1f GB so far" % (model, completed / GB)
+    return "%s %s: %.1f GB so far" % (verb, model, completed / GB)
 
 
 def percent(completed: int, total: int) -> float:
@@ -358,7 +359,9 @@ class PullProgress:
             "total": total,
             "percent": percent(completed, total),
             "rate_bytes_per_s": round(self.rate(now), 1),
-            "message": format_progress(self.model, completed, total),
+            "message": format_progress(
+                self.model, completed, total, "pulled" if state == "done" else "pulling"
+            ),
             "error": self.error,
             "started_at": self.started_at,
             "updated_at": now,

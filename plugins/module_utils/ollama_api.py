@@ -127,9 +127,12 @@ class OllamaClient:
         request = urllib.request.Request(self.url(path), data=data, headers=headers, method=method)
         return urllib.request.urlopen(request, timeout=timeout, context=self._context)
 
-    def _with_retries(self, method: str, path: str, call: Callable[[], Any]) -> Any:
+    def _with_retries(
+        self, method: str, path: str, call: Callable[[], Any], retries: Optional[int] = None
+    ) -> Any:
         """Run ``call``; retry on network errors and 5xx; raise the clear error."""
-        delays = backoff_delays(self.retries, self.retry_delay)
+        count = self.retries if retries is None else max(0, retries)
+        delays = backoff_delays(count, self.retry_delay)
         while True:
             try:
                 return call()
@@ -180,17 +183,22 @@ class OllamaClient:
         return self.request_json("DELETE", path, body, timeout)
 
     def stream_ndjson(
-        self, path: str, body: Dict[str, Any], read_timeout: float = 300.0
+        self,
+        path: str,
+        body: Dict[str, Any],
+        read_timeout: float = 300.0,
+        retries: Optional[int] = None,
     ) -> Iterator[Dict[str, Any]]:
         """POST and yield each NDJSON line as a dict.
 
         ``read_timeout`` bounds every single read: a stream that sends nothing for
         that long raises ``OllamaUnreachable``. Lines that are not JSON objects
         raise ``OllamaError``. The caller reads ``error`` / ``status`` itself: an
-        HTTP 200 stream can still end in ``{"error": ...}``.
+        HTTP 200 stream can still end in ``{"error": ...}``. ``retries`` overrides the
+        client's retry count for the connection set-up (0 when the caller retries itself).
         """
         response = self._with_retries(
-            "POST", path, lambda: self._open("POST", path, body, read_timeout)
+            "POST", path, lambda: self._open("POST", path, body, read_timeout), retries
         )
         try:
             while True:

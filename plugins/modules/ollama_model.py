@@ -374,7 +374,7 @@ class Runner:
             tracker = PullProgress(candidate.name, time.time())
             self.progress.write(tracker.record(time.time(), "pulling"), force=True)
             try:
-                for line in self.client.stream_ndjson("/api/pull", body, read_timeout):
+                for line in self.client.stream_ndjson("/api/pull", body, read_timeout, retries=0):
                     now = time.time()
                     tracker.feed(line, now)
                     self.progress.write(tracker.record(now, "pulling"))
@@ -394,15 +394,26 @@ class Runner:
                     break
                 continue
             except OllamaError as exc:
+                if exc.status is not None and exc.status >= 500:
+                    # busy / transient server error: worth another try, like a network error
+                    last_error = str(exc)
+                    self.progress.write(tracker.record(time.time(), "retrying"), force=True)
+                    continue
                 self.progress.write(tracker.record(time.time(), "failed"), force=True)
                 if exc.status == 404:
                     return "not found in the registry: %s" % exc.message
                 return "pull failed: %s" % exc
+            if tracker.error is None and not tracker.succeeded:
+                # the stream stopped without "success" or an error line: the connection
+                # was cut (Ollama resumes partial downloads, so starting over is cheap)
+                last_error = "the pull stream ended early (last status: %s)" % tracker.status
+                self.progress.write(tracker.record(time.time(), "retrying"), force=True)
+                continue
             failure = tracker.failure()
             state = "failed" if failure else "done"
             self.progress.write(tracker.record(time.time(), state), force=True)
             return failure
-        return "network failure after %d attempt(s) at %s: %s" % (
+        return "network/server failure after %d attempt(s) at %s: %s" % (
             p["retries"] + 1,
             self.url,
             last_error,

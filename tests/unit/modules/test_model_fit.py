@@ -233,3 +233,10 @@ def test_pull_progress_completed_never_goes_backwards() -> None:
     tracker.feed({"digest": "a", "total": 10, "completed": 7}, 1.0)
     tracker.feed({"digest": "a", "total": 10, "completed": 3}, 2.0)
     assert tracker.completed == 7
+
+
+def test_done_record_says_pulled() -> None:
+    tracker = PullProgress("m", 0.0)
+    tracker.feed({"digest": "a", "total": 2 * GB, "completed": 2 * GB}, 1.0)
+    tracker.feed({"status": "success"}, 1.0)
+    assert tracker.record(1.0, "done")["message"] == "pulled m: 2.0 of 2.0 GB (100%)"
