@@ -34,11 +34,15 @@ class OllamaEmulatorFactory:
         env: Mapping[str, str] | None = None,
         models_dir: str | Path | None = None,
     ) -> LabOllamaProcess:
-        index = len(self._started)
-        directory = Path(models_dir) if models_dir else self._base / f"ollama-{index}" / "models"
-        directory.parent.mkdir(parents=True, exist_ok=True)
+        base = self._base / f"ollama-{len(self._started)}"
+        base.mkdir(parents=True, exist_ok=True)
+        directory = Path(models_dir) if models_dir else base / "models"
         emulator = LabOllamaProcess(
-            models_dir=str(directory), preload=preload, faults=faults, env=env
+            models_dir=str(directory),
+            preload=preload,
+            faults=faults,
+            env=env,
+            log_dir=str(base),
         )
         self._started.append(emulator)
         return emulator.start()

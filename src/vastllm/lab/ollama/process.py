@@ -54,6 +54,7 @@ class LabOllamaProcess:
         port: int = 0,
         startup_timeout: float = 15.0,
         command: list[str] | None = None,
+        log_dir: str | None = None,
     ) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if models_dir is None:
@@ -66,7 +67,8 @@ class LabOllamaProcess:
         self.port = port
         self.startup_timeout = startup_timeout
         self.command = command or [sys.executable, "-m", "vastllm.lab", "ollama", "serve"]
-        log_dir = self._tmp.name if self._tmp else os.path.dirname(os.path.abspath(models_dir))
+        if log_dir is None:
+            log_dir = self._tmp.name if self._tmp else os.path.dirname(os.path.abspath(models_dir))
         os.makedirs(log_dir, exist_ok=True)
         self.log_path = os.path.join(log_dir, f"lab-ollama-{os.getpid()}-{id(self)}.log")
         self.proc: subprocess.Popen[bytes] | None = None
