@@ -1,6 +1,7 @@
 """The ASGI application: routes, auth, cache, and the Ollama edge.
 
-A raw ASGI app (no framework on the request path): one shared ``httpx.AsyncClient`` to Ollama
+A raw ASGI app (no framework on the request path): a pool of keep-alive connections to Ollama
+(``upstream.py``, raw asyncio streams)
 and one ``redis.asyncio`` client, both opened in the lifespan. ``create_app(settings)`` is the
 factory; nothing is created at import time.
 """
@@ -17,7 +18,6 @@ from datetime import UTC, datetime
 from secrets import token_hex
 from typing import Any
 
-import httpx
 import orjson
 
 from vastllm import __version__
@@ -33,6 +33,14 @@ from vastllm.proxy.translate import (
     new_message_id,
     parse_request,
     replay_events,
+)
+from vastllm.proxy.upstream import (
+    ConnectFailed,
+    ConnectionLost,
+    Response,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamTimeout,
 )
 
 Scope = MutableMapping[str, Any]
@@ -110,12 +118,12 @@ def _error_detail(body: bytes) -> str:
     return "no detail"
 
 
-def _transport_error(exc: httpx.HTTPError) -> ProxyError:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+def _transport_error(exc: UpstreamError) -> ProxyError:
+    if isinstance(exc, ConnectFailed):
         return ProxyError("overloaded_error", "backend unreachable: cannot connect to Ollama")
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, UpstreamTimeout):
         return ProxyError("overloaded_error", "backend timed out")
-    return ProxyError("overloaded_error", f"backend connection failed: {type(exc).__name__}")
+    return ProxyError("overloaded_error", "backend connection failed")
 
 
 def _full_name(name: str) -> str:
@@ -123,19 +131,12 @@ def _full_name(name: str) -> str:
 
 
 class ProxyApp:
-    def __init__(
-        self,
-        settings: Settings,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-        redis_client: Any = None,
-    ) -> None:
+    def __init__(self, settings: Settings, *, redis_client: Any = None) -> None:
         self.settings = settings
         self.metrics = Metrics()
         self.started_at = time.time()
-        self._transport = transport
         self._redis_client = redis_client
-        self.http: httpx.AsyncClient | None = None
+        self.upstream: UpstreamPool | None = None
         self.cache: AnswerCache | None = None
         self._thinking: dict[str, bool] = {}
         self._installed: tuple[float, frozenset[str]] = (0.0, frozenset())
@@ -159,18 +160,8 @@ class ProxyApp:
     # ------------------------------------------------------------------ lifecycle
     async def startup(self) -> None:
         settings = self.settings
-        timeout = httpx.Timeout(
-            connect=settings.connect_timeout,
-            read=settings.read_timeout,
-            write=settings.read_timeout,
-            pool=max(60.0, settings.connect_timeout),
-        )
-        self.http = httpx.AsyncClient(
-            base_url=settings.ollama_url,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
-            transport=self._transport,
-            headers={"user-agent": f"vastllm-proxy/{__version__}"},
+        self.upstream = UpstreamPool(
+            settings.ollama_url, settings.connect_timeout, settings.read_timeout
         )
         if settings.cache_enabled:
             client = self._redis_client
@@ -189,8 +180,8 @@ class ProxyApp:
             self.cache = AnswerCache(client, settings.cache_ttl)
 
     async def shutdown(self) -> None:
-        if self.http is not None:
-            await self.http.aclose()
+        if self.upstream is not None:
+            self.upstream.close()
         if self.cache is not None:
             await self.cache.close()
 
@@ -365,20 +356,32 @@ class ProxyApp:
 
         return asyncio.create_task(watch())
 
+    async def _ollama_json(self, method: str, path: str, body: Any = None) -> Any:
+        """A small Ollama API call with the short health timeout; raises UpstreamError."""
+        assert self.upstream is not None
+        payload = None if body is None else orjson.dumps(body)
+        async with asyncio.timeout(_HEALTH_TIMEOUT + 1):
+            response = await self.upstream.request(method, path, payload, timeout=_HEALTH_TIMEOUT)
+            data = await response.read()
+        if response.status != 200:
+            raise UpstreamError(f"HTTP {response.status} from {path}")
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise UpstreamError(f"malformed JSON from {path}") from None
+
     async def _installed_models(self) -> frozenset[str]:
         fetched_at, names = self._installed
         if time.monotonic() - fetched_at < _TAGS_TTL:
             return names
-        assert self.http is not None
         try:
-            response = await self.http.get("/api/tags", timeout=_HEALTH_TIMEOUT)
-            data = response.json() if response.status_code == 200 else {}
+            data = await self._ollama_json("GET", "/api/tags")
             names = frozenset(
                 str(item.get("name") or item.get("model"))
                 for item in data.get("models", [])
                 if isinstance(item, dict)
             )
-        except (httpx.HTTPError, ValueError, AttributeError):
+        except (UpstreamError, TimeoutError, AttributeError):
             return names
         self._installed = (time.monotonic(), names)
         return names
@@ -401,18 +404,12 @@ class ProxyApp:
         known = self._thinking.get(model)
         if known is not None:
             return known
-        assert self.http is not None
         try:
-            response = await self.http.post(
-                "/api/show", content=orjson.dumps({"model": model}), timeout=_HEALTH_TIMEOUT
-            )
-        except httpx.HTTPError:
-            return False  # backend down: the chat call will report it; do not remember
-        if response.status_code != 200:
-            return False
-        try:
-            capabilities = response.json().get("capabilities") or []
-        except (ValueError, AttributeError):
+            data = await self._ollama_json("POST", "/api/show", {"model": model})
+        except (UpstreamError, TimeoutError):
+            return False  # backend down or model missing: the chat call will report it
+        capabilities = data.get("capabilities") if isinstance(data, dict) else None
+        if not isinstance(capabilities, list):
             capabilities = []
         self._thinking[model] = "thinking" in capabilities
         return self._thinking[model]
@@ -476,7 +473,7 @@ class ProxyApp:
     async def _generate(
         self, call: _Call, request: ChatRequest, backend: str, key: str | None
     ) -> None:
-        assert self.http is not None
+        assert self.upstream is not None
         thinking = await self.supports_thinking(backend)
         # Stream from Ollama when the client streams, and when stop sequences must be matched
         # as text arrives (so generation stops at the match instead of running on).
@@ -489,117 +486,134 @@ class ProxyApp:
             thinking=request.thinking,
             emit=request.stream,
         )
-        http_request = self.http.build_request(
-            "POST",
-            "/api/chat",
-            content=orjson.dumps(chat),
-            headers={"content-type": "application/json"},
-        )
-        try:
-            response = await self.http.send(http_request, stream=True)
-        except httpx.HTTPError as exc:
-            self.metrics.record_upstream_error("connect")
-            raise _transport_error(exc) from None
-        try:
-            if response.status_code != 200:
-                detail = _error_detail(await response.aread())
-                self.metrics.record_upstream_error(f"http_{response.status_code}")
-                raise map_upstream_status(response.status_code, detail, backend)
-            if upstream_stream:
-                await self._relay(call, request, response, assembler)
-            else:
-                body = await response.aread()
-                assembler.feed(orjson.loads(body))
-        except httpx.HTTPError as exc:
-            self.metrics.record_upstream_error("transport")
-            raise _transport_error(exc) from None
-        finally:
-            await response.aclose()
 
-        if not assembler.finished:
-            raise ProxyError("api_error", "backend ended the answer early")
-        message = assembler.message()
-        call.tokens = (assembler.input_tokens, assembler.output_tokens)
-        self.metrics.record_tokens(assembler.input_tokens, assembler.output_tokens)
-        encoded = orjson.dumps(message)
-        if not request.stream:
-            await self._send_body(call, 200, encoded)
-        if key is not None and self.cache is not None:
-            await self.cache.put(key, encoded)
+        final: list[bytes] = []
+
+        async def complete() -> bytes:
+            """Account for and store the finished answer, before the client sees its end
+            (so a client that asks again right away gets the hit)."""
+            encoded = orjson.dumps(assembler.message())
+            final.append(encoded)
+            call.tokens = (assembler.input_tokens, assembler.output_tokens)
+            self.metrics.record_tokens(assembler.input_tokens, assembler.output_tokens)
+            if key is not None and self.cache is not None:
+                await self.cache.put(key, encoded)
+            return encoded
+
+        try:
+            response = await self.upstream.request("POST", "/api/chat", orjson.dumps(chat))
+        except UpstreamError as exc:
+            self.metrics.record_upstream_error(exc.kind)
+            raise _transport_error(exc) from None
+        try:
+            if response.status != 200:
+                detail = _error_detail(await self._read_error(response))
+                self.metrics.record_upstream_error(f"http_{response.status}")
+                raise map_upstream_status(response.status, detail, backend)
+            if upstream_stream:
+                await self._relay(call, request, response, assembler, complete)
+                if request.stream:
+                    return
+            else:
+                try:
+                    body = await response.read()
+                except UpstreamError as exc:
+                    self.metrics.record_upstream_error(exc.kind)
+                    raise _transport_error(exc) from None
+                assembler.feed(self._parse_chunk(body))
+                if not assembler.finished:
+                    raise ProxyError("api_error", "backend ended the answer early")
+                await complete()
+        except _UpstreamStreamError as exc:
+            self.metrics.record_upstream_error(exc.kind)
+            raise ProxyError(exc.error_type, exc.message) from None
+        finally:
+            response.close()
+        await self._send_body(call, 200, final[0])
 
     async def _relay(
         self,
         call: _Call,
         request: ChatRequest,
-        response: httpx.Response,
+        response: Response,
         assembler: ResponseAssembler,
+        complete: Callable[[], Awaitable[bytes]],
     ) -> None:
-        """Relay Ollama's NDJSON stream chunk by chunk (as SSE when the client streams)."""
+        """Relay Ollama's NDJSON stream as it arrives (as SSE events when the client streams)."""
         if request.stream:
             headers = call.base_headers(b"text/event-stream")
             headers.append((b"cache-control", b"no-cache"))
             await self._start(call, 200, headers)
-            await call.send(
-                {
-                    "type": "http.response.body",
-                    "body": encode_events(assembler.start_events()),
-                    "more_body": True,
-                }
-            )
+            start = encode_events(assembler.start_events())
+            await call.send({"type": "http.response.body", "body": start, "more_body": True})
         first = True
+
+        async def deliver(events: list[tuple[str, dict[str, Any]]]) -> None:
+            nonlocal first
+            if assembler.finished:
+                await complete()
+            if request.stream and events:
+                if first:
+                    self.metrics.ttft.observe(time.perf_counter() - call.started)
+                    first = False
+                call.response_done = assembler.finished
+                await call.send(
+                    {
+                        "type": "http.response.body",
+                        "body": encode_events(events),
+                        "more_body": not assembler.finished,
+                    }
+                )
+
         buffer = b""
         try:
-            async for raw in response.aiter_bytes():
+            async for raw in response.iter_chunks():
                 buffer += raw
                 if b"\n" not in buffer:
                     continue
                 *lines, buffer = buffer.split(b"\n")
-                events = []
+                events: list[tuple[str, dict[str, Any]]] = []
                 for line in lines:
-                    if not line.strip():
-                        continue
-                    chunk = self._parse_chunk(line)
-                    events.extend(assembler.feed(chunk))
-                    if assembler.finished:
-                        break
-                if request.stream and events:
-                    if first:
-                        self.metrics.ttft.observe(time.perf_counter() - call.started)
-                        first = False
-                    done = assembler.finished
-                    call.response_done = done
-                    await call.send(
-                        {
-                            "type": "http.response.body",
-                            "body": encode_events(events),
-                            "more_body": not done,
-                        }
-                    )
+                    if line.strip():
+                        events.extend(assembler.feed(self._parse_chunk(line)))
+                        if assembler.finished:
+                            break
+                await deliver(events)
                 if assembler.finished:
-                    return
+                    if assembler.stop_sequence is None:
+                        await self._drain(response)  # keeps the connection for reuse
+                    return  # a stop sequence: closing the connection stops generation
             if buffer.strip():
-                chunk = self._parse_chunk(buffer)
-                events = assembler.feed(chunk)
-                if request.stream and events:
-                    call.response_done = assembler.finished
-                    await call.send(
-                        {
-                            "type": "http.response.body",
-                            "body": encode_events(events),
-                            "more_body": not assembler.finished,
-                        }
-                    )
+                await deliver(assembler.feed(self._parse_chunk(buffer)))
         except _UpstreamStreamError as exc:
             self.metrics.record_upstream_error(exc.kind)
             raise ProxyError(exc.error_type, exc.message) from None
-        except httpx.HTTPError as exc:
+        except UpstreamTimeout:
             self.metrics.record_upstream_error("stream_cut")
-            if isinstance(exc, httpx.TimeoutException):
-                raise ProxyError("overloaded_error", "backend timed out mid-answer") from None
+            raise ProxyError("overloaded_error", "backend timed out mid-answer") from None
+        except ConnectionLost:
+            self.metrics.record_upstream_error("stream_cut")
             raise ProxyError("api_error", "backend connection lost mid-answer") from None
         if not assembler.finished:
             self.metrics.record_upstream_error("stream_cut")
             raise ProxyError("api_error", "backend ended the stream before the answer was done")
+
+    @staticmethod
+    async def _drain(response: Response) -> None:
+        """Read what follows Ollama's final chunk (the end of the chunked body)."""
+        try:
+            async with asyncio.timeout(1.0):
+                async for _chunk in response.iter_chunks():
+                    pass
+        except (UpstreamError, TimeoutError):
+            response.close()
+
+    @staticmethod
+    async def _read_error(response: Response) -> bytes:
+        try:
+            return await response.read()
+        except UpstreamError:
+            return b""
 
     @staticmethod
     def _parse_chunk(line: bytes) -> dict[str, Any]:
@@ -632,24 +646,19 @@ class ProxyApp:
         if stored is not None:
             await self._send_body(call, 200, stored)
             return
-        assert self.http is not None
+        assert self.upstream is not None
         chat = build_chat(request, backend, stream=False, supports_thinking=False, num_predict=1)
         try:
-            response = await self.http.post(
-                "/api/chat",
-                content=orjson.dumps(chat),
-                headers={"content-type": "application/json"},
-            )
-        except httpx.HTTPError as exc:
-            self.metrics.record_upstream_error("connect")
+            response = await self.upstream.request("POST", "/api/chat", orjson.dumps(chat))
+            content = await response.read()
+        except UpstreamError as exc:
+            self.metrics.record_upstream_error(exc.kind)
             raise _transport_error(exc) from None
-        if response.status_code != 200:
-            self.metrics.record_upstream_error(f"http_{response.status_code}")
-            raise map_upstream_status(
-                response.status_code, _error_detail(response.content), backend
-            )
+        if response.status != 200:
+            self.metrics.record_upstream_error(f"http_{response.status}")
+            raise map_upstream_status(response.status, _error_detail(content), backend)
         try:
-            count = orjson.loads(response.content).get("prompt_eval_count")
+            count = orjson.loads(content).get("prompt_eval_count")
         except (orjson.JSONDecodeError, AttributeError):
             count = None
         if not isinstance(count, int):
@@ -693,13 +702,8 @@ class ProxyApp:
         await self._send_body(call, 200, b'{"status":"ok"}')
 
     async def health_report(self) -> dict[str, Any]:
-        assert self.http is not None
-
         async def fetch(path: str) -> Any:
-            assert self.http is not None
-            response = await self.http.get(path, timeout=_HEALTH_TIMEOUT)
-            response.raise_for_status()
-            return response.json()
+            return await self._ollama_json("GET", path)
 
         results: tuple[Any, ...] = await asyncio.gather(
             fetch("/api/version"), fetch("/api/tags"), fetch("/api/ps"), return_exceptions=True
@@ -777,11 +781,6 @@ class ProxyApp:
         )
 
 
-def create_app(
-    settings: Settings,
-    *,
-    transport: httpx.AsyncBaseTransport | None = None,
-    redis_client: Any = None,
-) -> ProxyApp:
+def create_app(settings: Settings, *, redis_client: Any = None) -> ProxyApp:
     """The ASGI app for ``settings``; clients are opened by the ASGI lifespan (or ``startup``)."""
-    return ProxyApp(settings, transport=transport, redis_client=redis_client)
+    return ProxyApp(settings, redis_client=redis_client)

@@ -1,0 +1,377 @@
+"""Benchmark of the vastllm proxy against the Ollama lab double (zero delay), all on loopback.
+
+Starts the lab double, a redis-server and the proxy, then measures in one run, at concurrency
+1 and 32, non-streaming and streaming:
+
+  direct  POST <lab double>/api/chat
+  miss    POST <proxy>/v1/messages, every prompt new (Redis GET miss + SET)
+  hit     POST <proxy>/v1/messages, prompts answered before (served from Redis)
+
+and checks the targets as ratios within the same run. The load generator is a minimal
+keep-alive HTTP/1.1 client on raw asyncio streams, so it adds as little as possible.
+
+    .venv/bin/python benchmarks/proxy_bench.py [--requests-c1 300] [--requests-c32 1500]
+        [--json benchmarks/proxy_bench_results.json]
+
+Exit code 0 when every target is met, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from vastllm.lab.ollama.process import LabOllamaProcess
+
+MODEL = "qwen3-coder:30b"
+NUM_PREDICT = 64
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------- load generator
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection; request() returns (status, ttft seconds, body)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(Exception):
+                await self.writer.wait_closed()
+
+    async def request(
+        self, path: str, body: bytes, headers: dict[str, str], token_marker: bytes, start: float
+    ) -> tuple[int, float, bytes]:
+        assert self.reader is not None and self.writer is not None
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+        head += "content-type: application/json\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head += f"content-length: {len(body)}\r\n\r\n"
+        self.writer.write(head.encode() + body)
+        raw_head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw_head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        fields = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                fields[name.strip().lower()] = value.strip()
+        ttft = 0.0
+        if "content-length" in fields:
+            data = await self.reader.readexactly(int(fields["content-length"]))
+            ttft = time.perf_counter() - start
+            return status, ttft, data
+        parts: list[bytes] = []
+        while True:
+            size_line = await self.reader.readuntil(b"\r\n")
+            size = int(size_line.strip().split(b";")[0], 16)
+            if size == 0:
+                await self.reader.readuntil(b"\r\n")
+                break
+            chunk = await self.reader.readexactly(size + 2)
+            if not ttft and token_marker in chunk:
+                ttft = time.perf_counter() - start
+            parts.append(chunk[:-2])
+        return status, ttft or (time.perf_counter() - start), b"".join(parts)
+
+
+@dataclass
+class Result:
+    target: str
+    stream: bool
+    concurrency: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    ttft_p50_ms: float
+    errors: int
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+async def run_load(
+    target: str,
+    host: str,
+    port: int,
+    path: str,
+    bodies: list[bytes],
+    headers: dict[str, str],
+    stream: bool,
+    concurrency: int,
+    marker: bytes,
+) -> Result:
+    latencies: list[float] = []
+    ttfts: list[float] = []
+    errors = 0
+    queue = iter(range(len(bodies)))
+
+    async def worker() -> None:
+        nonlocal errors
+        conn = Connection(host, port)
+        await conn.open()
+        try:
+            for index in queue:
+                start = time.perf_counter()
+                status, ttft, _data = await conn.request(
+                    path, bodies[index], headers, marker, start
+                )
+                latencies.append(time.perf_counter() - start)
+                ttfts.append(ttft)
+                if status != 200:
+                    errors += 1
+        finally:
+            await conn.close()
+
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - began
+    return Result(
+        target=target,
+        stream=stream,
+        concurrency=concurrency,
+        requests=len(bodies),
+        seconds=round(seconds, 3),
+        rps=round(len(bodies) / seconds, 1),
+        p50_ms=round(statistics.median(latencies) * 1000, 3),
+        p99_ms=round(percentile(latencies, 99) * 1000, 3),
+        ttft_p50_ms=round(statistics.median(ttfts) * 1000, 3),
+        errors=errors,
+    )
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@contextlib.contextmanager
+def redis_server(workdir: Path) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        ["/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.02)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(5)
+
+
+@contextlib.contextmanager
+def proxy_process(ollama_url: str, redis_url: str, workdir: Path) -> Iterator[tuple[int, int]]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VASTLLM_")}
+    env.update(
+        VASTLLM_PORT=str(port),
+        VASTLLM_OLLAMA_URL=ollama_url,
+        VASTLLM_REDIS_URL=redis_url,
+        VASTLLM_MODEL=MODEL,
+        VASTLLM_LOG_LEVEL="WARNING",
+    )
+    log = (workdir / "proxy.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "vastllm.proxy"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError((workdir / "proxy.log").read_text())
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+            time.sleep(0.05)
+        yield port, process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        log.close()
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def ollama_body(text: str, stream: bool) -> bytes:
+    return json.dumps({
+        "model": MODEL, "stream": stream, "options": {"num_predict": NUM_PREDICT},
+        "messages": [{"role": "user", "content": text}],
+    }).encode()  # fmt: skip
+
+
+def anthropic_body(text: str, stream: bool) -> bytes:
+    return json.dumps({
+        "model": "claude-sonnet-4-5", "max_tokens": NUM_PREDICT, "stream": stream,
+        "messages": [{"role": "user", "content": text}],
+    }).encode()  # fmt: skip
+
+
+async def benchmark(args: argparse.Namespace, emu_port: int, proxy_port: int) -> list[Result]:
+    results: list[Result] = []
+    salt = os.urandom(4).hex()
+    for concurrency, count in ((1, args.requests_c1), (32, args.requests_c32)):
+        for stream in (False, True):
+            tag = f"c{concurrency}-{'s' if stream else 'n'}-{salt}"
+            # warm-up of connections and code paths (not measured)
+            warm = [ollama_body(f"warm {tag} {i}", stream) for i in range(concurrency * 2)]
+            await run_load("warm", "127.0.0.1", emu_port, "/api/chat", warm, {}, stream,
+                           concurrency, b'"done":false')  # fmt: skip
+            warm = [anthropic_body(f"warm {tag} {i}", stream) for i in range(concurrency * 2)]
+            await run_load("warm", "127.0.0.1", proxy_port, "/v1/messages", warm, {}, stream,
+                           concurrency, b"content_block_delta")  # fmt: skip
+
+            direct = [ollama_body(f"direct {tag} {i}", stream) for i in range(count)]
+            results.append(await run_load("direct", "127.0.0.1", emu_port, "/api/chat", direct,
+                                          {}, stream, concurrency, b'"done":false'))  # fmt: skip
+            miss = [anthropic_body(f"miss {tag} {i}", stream) for i in range(count)]
+            results.append(await run_load("proxy-miss", "127.0.0.1", proxy_port, "/v1/messages",
+                                          miss, {}, stream, concurrency,
+                                          b"content_block_delta"))  # fmt: skip
+            # hits: the same prompts again (all stored by the miss run)
+            results.append(await run_load("proxy-hit", "127.0.0.1", proxy_port, "/v1/messages",
+                                          miss, {}, stream, concurrency,
+                                          b"content_block_delta"))  # fmt: skip
+    return results
+
+
+def find(results: list[Result], target: str, stream: bool, concurrency: int) -> Result:
+    return next(
+        r for r in results
+        if r.target == target and r.stream == stream and r.concurrency == concurrency
+    )  # fmt: skip
+
+
+def targets(results: list[Result], rss_peak: float) -> list[dict[str, object]]:
+    checks: list[dict[str, object]] = []
+
+    def check(name: str, value: float, limit: float, at_most: bool) -> None:
+        ok = value <= limit if at_most else value >= limit
+        checks.append({"target": name, "value": round(value, 3),
+                       "limit": ("<= " if at_most else ">= ") + str(limit), "ok": ok})  # fmt: skip
+
+    for stream in (False, True):
+        mode = "stream" if stream else "non-stream"
+        direct32 = find(results, "direct", stream, 32)
+        check(
+            f"miss throughput / direct, C=32, {mode}",
+            find(results, "proxy-miss", stream, 32).rps / direct32.rps,
+            0.5,
+            False,
+        )
+        check(
+            f"hit throughput / direct, C=32, {mode}",
+            find(results, "proxy-hit", stream, 32).rps / direct32.rps,
+            1.0,
+            False,
+        )
+        check(f"added p50 ms (miss - direct), C=1, {mode}",
+              find(results, "proxy-miss", stream, 1).p50_ms
+              - find(results, "direct", stream, 1).p50_ms, 3.0, True)  # fmt: skip
+    check("TTFB overhead ms (miss - direct, first token), C=1, stream",
+          find(results, "proxy-miss", True, 1).ttft_p50_ms
+          - find(results, "direct", True, 1).ttft_p50_ms, 2.0, True)  # fmt: skip
+    check("proxy peak RSS MB", rss_peak, 120.0, True)
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests-c1", type=int, default=300)
+    parser.add_argument("--requests-c32", type=int, default=1500)
+    parser.add_argument("--json", default="benchmarks/proxy_bench_results.json")
+    args = parser.parse_args(argv)
+    if not 1 <= args.requests_c1 <= 100_000 or not 32 <= args.requests_c32 <= 100_000:
+        parser.error("request counts must be 1..100000 (C=1) and 32..100000 (C=32)")
+
+    with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
+        workdir = Path(tmp)
+        emulator = LabOllamaProcess(models_dir=str(workdir / "models"), preload=[MODEL])
+        with emulator, redis_server(workdir) as redis_url, \
+                proxy_process(emulator.url, redis_url, workdir) as (proxy_port, proxy_pid):  # fmt: skip
+            try:
+                import uvloop
+
+                runner = uvloop.run
+            except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+                runner = asyncio.run
+            results = runner(benchmark(args, emulator.port, proxy_port))
+            rss_now, rss_peak = rss_mb(proxy_pid)
+
+    checks = targets(results, rss_peak)
+    header = (f"{'target':<11} {'mode':<10} {'C':>3} {'req':>5} {'req/s':>8} {'p50 ms':>8} "
+              f"{'p99 ms':>8} {'ttft p50':>9} {'err':>4}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        mode = "stream" if r.stream else "non-stream"
+        print(f"{r.target:<11} {mode:<10} {r.concurrency:>3} {r.requests:>5} {r.rps:>8.1f} "
+              f"{r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.ttft_p50_ms:>9.3f} {r.errors:>4}")  # fmt: skip
+    print(f"\nproxy RSS: {rss_now:.1f} MB now, {rss_peak:.1f} MB peak\n")
+    for c in checks:
+        print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['target']}: {c['value']} ({c['limit']})")
+    report = {
+        "results": [asdict(r) for r in results],
+        "proxy_rss_mb": round(rss_now, 1),
+        "proxy_rss_peak_mb": round(rss_peak, 1),
+        "targets": checks,
+        "cpus": os.cpu_count(),
+    }
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nJSON: {args.json}")
+    errors = sum(r.errors for r in results)
+    if errors:
+        print(f"{errors} requests failed")
+    return 0 if all(c["ok"] for c in checks) and not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
