@@ -69,7 +69,8 @@ class Connection:
     async def request(
         self, path: str, body: bytes, headers: dict[str, str], token_marker: bytes, start: float
     ) -> tuple[int, float, bytes]:
-        assert self.reader is not None and self.writer is not None
+        assert self.reader is not None
+        assert self.writer is not None
         head = f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
         head += "content-type: application/json\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
@@ -114,6 +115,8 @@ class Result:
     p99_ms: float
     ttft_p50_ms: float
     errors: int
+    proxy_cpu_ms_per_req: float = 0.0
+    backend_cpu_ms_per_req: float = 0.0
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -179,10 +182,21 @@ async def run_load(
 def redis_server(workdir: Path) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        ["/usr/bin/redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
+        [
+            "/usr/bin/redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    )
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -229,6 +243,22 @@ def proxy_process(ollama_url: str, redis_url: str, workdir: Path) -> Iterator[tu
         log.close()
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (robust to other load on the machine)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured(pids: tuple[int, int], *args: object) -> Result:
+    """run_load, plus the CPU time the proxy and the backend spent per request."""
+    before = [cpu_seconds(pid) for pid in pids]
+    result = await run_load(*args)  # type: ignore[arg-type]
+    after = [cpu_seconds(pid) for pid in pids]
+    result.proxy_cpu_ms_per_req = round((after[0] - before[0]) * 1000 / result.requests, 3)
+    result.backend_cpu_ms_per_req = round((after[1] - before[1]) * 1000 / result.requests, 3)
+    return result
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -241,20 +271,30 @@ def rss_mb(pid: int) -> tuple[float, float]:
 
 
 def ollama_body(text: str, stream: bool) -> bytes:
-    return json.dumps({
-        "model": MODEL, "stream": stream, "options": {"num_predict": NUM_PREDICT},
-        "messages": [{"role": "user", "content": text}],
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "model": MODEL,
+            "stream": stream,
+            "options": {"num_predict": NUM_PREDICT},
+            "messages": [{"role": "user", "content": text}],
+        }
+    ).encode()
 
 
 def anthropic_body(text: str, stream: bool) -> bytes:
-    return json.dumps({
-        "model": "claude-sonnet-4-5", "max_tokens": NUM_PREDICT, "stream": stream,
-        "messages": [{"role": "user", "content": text}],
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "model": "claude-sonnet-4-5",
+            "max_tokens": NUM_PREDICT,
+            "stream": stream,
+            "messages": [{"role": "user", "content": text}],
+        }
+    ).encode()
 
 
-async def benchmark(args: argparse.Namespace, emu_port: int, proxy_port: int) -> list[Result]:
+async def benchmark(
+    args: argparse.Namespace, emu_port: int, proxy_port: int, pids: tuple[int, int]
+) -> list[Result]:
     results: list[Result] = []
     salt = os.urandom(4).hex()
     for concurrency, count in ((1, args.requests_c1), (32, args.requests_c32)):
@@ -262,31 +302,84 @@ async def benchmark(args: argparse.Namespace, emu_port: int, proxy_port: int) ->
             tag = f"c{concurrency}-{'s' if stream else 'n'}-{salt}"
             # warm-up of connections and code paths (not measured)
             warm = [ollama_body(f"warm {tag} {i}", stream) for i in range(concurrency * 2)]
-            await run_load("warm", "127.0.0.1", emu_port, "/api/chat", warm, {}, stream,
-                           concurrency, b'"done":false')  # fmt: skip
+            await run_load(
+                "warm",
+                "127.0.0.1",
+                emu_port,
+                "/api/chat",
+                warm,
+                {},
+                stream,
+                concurrency,
+                b'"done":false',
+            )
             warm = [anthropic_body(f"warm {tag} {i}", stream) for i in range(concurrency * 2)]
-            await run_load("warm", "127.0.0.1", proxy_port, "/v1/messages", warm, {}, stream,
-                           concurrency, b"content_block_delta")  # fmt: skip
+            await run_load(
+                "warm",
+                "127.0.0.1",
+                proxy_port,
+                "/v1/messages",
+                warm,
+                {},
+                stream,
+                concurrency,
+                b"content_block_delta",
+            )
 
             direct = [ollama_body(f"direct {tag} {i}", stream) for i in range(count)]
-            results.append(await run_load("direct", "127.0.0.1", emu_port, "/api/chat", direct,
-                                          {}, stream, concurrency, b'"done":false'))  # fmt: skip
+            results.append(
+                await measured(
+                    pids,
+                    "direct",
+                    "127.0.0.1",
+                    emu_port,
+                    "/api/chat",
+                    direct,
+                    {},
+                    stream,
+                    concurrency,
+                    b'"done":false',
+                )
+            )
             miss = [anthropic_body(f"miss {tag} {i}", stream) for i in range(count)]
-            results.append(await run_load("proxy-miss", "127.0.0.1", proxy_port, "/v1/messages",
-                                          miss, {}, stream, concurrency,
-                                          b"content_block_delta"))  # fmt: skip
+            results.append(
+                await measured(
+                    pids,
+                    "proxy-miss",
+                    "127.0.0.1",
+                    proxy_port,
+                    "/v1/messages",
+                    miss,
+                    {},
+                    stream,
+                    concurrency,
+                    b"content_block_delta",
+                )
+            )
             # hits: the same prompts again (all stored by the miss run)
-            results.append(await run_load("proxy-hit", "127.0.0.1", proxy_port, "/v1/messages",
-                                          miss, {}, stream, concurrency,
-                                          b"content_block_delta"))  # fmt: skip
+            results.append(
+                await measured(
+                    pids,
+                    "proxy-hit",
+                    "127.0.0.1",
+                    proxy_port,
+                    "/v1/messages",
+                    miss,
+                    {},
+                    stream,
+                    concurrency,
+                    b"content_block_delta",
+                )
+            )
     return results
 
 
 def find(results: list[Result], target: str, stream: bool, concurrency: int) -> Result:
     return next(
-        r for r in results
+        r
+        for r in results
         if r.target == target and r.stream == stream and r.concurrency == concurrency
-    )  # fmt: skip
+    )
 
 
 def targets(results: list[Result], rss_peak: float) -> list[dict[str, object]]:
@@ -294,8 +387,14 @@ def targets(results: list[Result], rss_peak: float) -> list[dict[str, object]]:
 
     def check(name: str, value: float, limit: float, at_most: bool) -> None:
         ok = value <= limit if at_most else value >= limit
-        checks.append({"target": name, "value": round(value, 3),
-                       "limit": ("<= " if at_most else ">= ") + str(limit), "ok": ok})  # fmt: skip
+        checks.append(
+            {
+                "target": name,
+                "value": round(value, 3),
+                "limit": ("<= " if at_most else ">= ") + str(limit),
+                "ok": ok,
+            }
+        )
 
     for stream in (False, True):
         mode = "stream" if stream else "non-stream"
@@ -312,12 +411,20 @@ def targets(results: list[Result], rss_peak: float) -> list[dict[str, object]]:
             1.0,
             False,
         )
-        check(f"added p50 ms (miss - direct), C=1, {mode}",
-              find(results, "proxy-miss", stream, 1).p50_ms
-              - find(results, "direct", stream, 1).p50_ms, 3.0, True)  # fmt: skip
-    check("TTFB overhead ms (miss - direct, first token), C=1, stream",
-          find(results, "proxy-miss", True, 1).ttft_p50_ms
-          - find(results, "direct", True, 1).ttft_p50_ms, 2.0, True)  # fmt: skip
+        check(
+            f"added p50 ms (miss - direct), C=1, {mode}",
+            find(results, "proxy-miss", stream, 1).p50_ms
+            - find(results, "direct", stream, 1).p50_ms,
+            3.0,
+            True,
+        )
+    check(
+        "TTFB overhead ms (miss - direct, first token), C=1, stream",
+        find(results, "proxy-miss", True, 1).ttft_p50_ms
+        - find(results, "direct", True, 1).ttft_p50_ms,
+        2.0,
+        True,
+    )
     check("proxy peak RSS MB", rss_peak, 120.0, True)
     return checks
 
@@ -334,26 +441,36 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
         workdir = Path(tmp)
         emulator = LabOllamaProcess(models_dir=str(workdir / "models"), preload=[MODEL])
-        with emulator, redis_server(workdir) as redis_url, \
-                proxy_process(emulator.url, redis_url, workdir) as (proxy_port, proxy_pid):  # fmt: skip
+        with (
+            emulator,
+            redis_server(workdir) as redis_url,
+            proxy_process(emulator.url, redis_url, workdir) as (proxy_port, proxy_pid),
+        ):
             try:
                 import uvloop
 
                 runner = uvloop.run
             except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
                 runner = asyncio.run
-            results = runner(benchmark(args, emulator.port, proxy_port))
+            assert emulator.proc is not None
+            pids = (proxy_pid, emulator.proc.pid)
+            results = runner(benchmark(args, emulator.port, proxy_port, pids))
             rss_now, rss_peak = rss_mb(proxy_pid)
 
     checks = targets(results, rss_peak)
-    header = (f"{'target':<11} {'mode':<10} {'C':>3} {'req':>5} {'req/s':>8} {'p50 ms':>8} "
-              f"{'p99 ms':>8} {'ttft p50':>9} {'err':>4}")  # fmt: skip
+    header = (
+        f"{'target':<11} {'mode':<10} {'C':>3} {'req':>5} {'req/s':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'ttft p50':>9} {'err':>4} {'proxy cpu':>9} {'back cpu':>8}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         mode = "stream" if r.stream else "non-stream"
-        print(f"{r.target:<11} {mode:<10} {r.concurrency:>3} {r.requests:>5} {r.rps:>8.1f} "
-              f"{r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.ttft_p50_ms:>9.3f} {r.errors:>4}")  # fmt: skip
+        print(
+            f"{r.target:<11} {mode:<10} {r.concurrency:>3} {r.requests:>5} {r.rps:>8.1f} "
+            f"{r.p50_ms:>8.3f} {r.p99_ms:>8.3f} {r.ttft_p50_ms:>9.3f} {r.errors:>4} "
+            f"{r.proxy_cpu_ms_per_req:>9.3f} {r.backend_cpu_ms_per_req:>8.3f}"
+        )
     print(f"\nproxy RSS: {rss_now:.1f} MB now, {rss_peak:.1f} MB peak\n")
     for c in checks:
         print(f"{'PASS' if c['ok'] else 'FAIL'}  {c['target']}: {c['value']} ({c['limit']})")

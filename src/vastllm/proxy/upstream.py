@@ -54,6 +54,7 @@ class Response:
         self._stream: Stream | None = stream
         self._timeout = read_timeout
         self._done = not has_body
+        self._buffer = b""
         if not has_body:
             self._mode = "none"
         elif headers.get("transfer-encoding", "").lower() == "chunked":
@@ -97,15 +98,11 @@ class Response:
 
     async def _chunked(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         """Decode a chunked body from whatever each socket read brings: one await per read,
-        not per chunk, and everything complete in a read is yielded as one piece."""
-        buffer = b""
+        not per chunk, and everything complete in a read is yielded as one piece. Unparsed
+        bytes stay in ``self._buffer``, so a later iteration (a drain) resumes correctly."""
         while True:
-            async with asyncio.timeout(self._timeout):
-                data = await reader.read(65536)
-            if not data:
-                raise ConnectionLost("backend closed the connection mid-body")
-            buffer += data
             pieces: list[bytes] = []
+            buffer = self._buffer
             while True:
                 end = buffer.find(b"\r\n")
                 if end < 0:
@@ -114,6 +111,7 @@ class Response:
                 if size == 0:
                     if buffer.find(b"\r\n\r\n", end) < 0:
                         break  # trailers (normally none) not complete yet
+                    self._buffer = b""
                     if pieces:
                         yield b"".join(pieces)
                     return
@@ -121,8 +119,14 @@ class Response:
                     break
                 pieces.append(buffer[end + 2 : end + 2 + size])
                 buffer = buffer[end + 2 + size + 2 :]
+            self._buffer = buffer
             if pieces:
                 yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            async with asyncio.timeout(self._timeout):
+                data = await reader.read(65536)
+            if not data:
+                raise ConnectionLost("backend closed the connection mid-body")
+            self._buffer += data
 
     async def read(self) -> bytes:
         parts = [chunk async for chunk in self.iter_chunks()]
