@@ -173,3 +173,58 @@ def test_bin_ollama_serve_and_client_commands(unpacked, tmp_path):
     down = run("list")
     assert down.returncode == 1
     assert "could not connect" in down.stderr
+
+
+def _python39():
+    import shutil
+    from pathlib import Path
+
+    candidates = [str(p) for p in sorted(Path("/root/.pyenv/versions").glob("3.9.*/bin/python3.9"))]
+    candidates += [c for c in (shutil.which("python3.9"),) if c]
+    for candidate in candidates:
+        works = subprocess.run([candidate, "-c", "pass"], capture_output=True, check=False)
+        if works.returncode == 0:
+            return candidate
+    return None
+
+
+PYTHON39 = _python39()
+
+
+@pytest.mark.skipif(PYTHON39 is None, reason="no Python 3.9 interpreter on this machine")
+def test_bundled_double_runs_on_python_3_9(unpacked, tmp_path):
+    """Managed hosts may have only an old python3: the whole API must work on 3.9."""
+    python = PYTHON39
+    with LabOllamaProcess(
+        models_dir=str(tmp_path / "models"),
+        command=[python, str(unpacked / "bin" / "ollama"), "serve"],
+        env={"PATH": SYSTEM_PATH, "VASTLLM_LAB_PULL_RATE": "1e13"},
+    ) as emu:
+
+        def call(method, path, body=None):
+            status, data = emu.request(method, path, body)
+            assert status == 200, data
+            return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+
+        assert call("GET", "/api/version") == [{"version": "0.9.7"}]
+        assert call("POST", "/api/pull", {"model": "qwen3:0.6b"})[-1] == {"status": "success"}
+        tool = {"type": "function", "function": {"name": "f", "parameters": {"required": []}}}
+        chunks = call(
+            "POST",
+            "/api/chat",
+            {
+                "model": "qwen3:0.6b",
+                "messages": [{"role": "user", "content": "f"}],
+                "tools": [tool],
+            },
+        )
+        assert chunks[0]["message"]["tool_calls"][0]["function"]["name"] == "f"
+        text = call("POST", "/api/generate", {"model": "qwen3:0.6b", "prompt": "x", "think": True})
+        assert text[-1]["done"] is True
+        assert call("GET", "/api/ps")[0]["models"][0]["name"] == "qwen3:0.6b"
+        assert call("POST", "/api/show", {"model": "qwen3:0.6b"})[0]["capabilities"]
+        assert call("POST", "/lab/faults", {"busy": True}) == [{"busy": True}]
+        assert emu.request("POST", "/api/chat", {"model": "qwen3:0.6b"})[0] == 503
+        assert emu.request("DELETE", "/api/delete", {"model": "qwen3:0.6b"})[0] == 200
+        assert call("GET", "/api/tags") == [{"models": []}]
+    assert emu.proc.returncode == 0
