@@ -344,10 +344,10 @@ def test_get_instance_404_is_none(api):
     assert client.get_instance(9) == {"id": 9}
 
 
-# -- against the emulator, over real HTTP (open_url) --------------------------------------
+# -- against the emulator, over real HTTP (stdlib urllib) --------------------------------------
 
 
-def test_open_url_transport_pages_through_the_emulator(api, lab):
+def test_urllib_transport_pages_through_the_emulator(api, lab):
     client = api.VastAIClient("lab-key", lab.url, retries=0)
     rows = client.list_instances()
     assert len(rows) == 60
@@ -355,7 +355,7 @@ def test_open_url_transport_pages_through_the_emulator(api, lab):
     assert len({r["id"] for r in rows}) == 60
 
 
-def test_open_url_transport_maps_http_errors(api, lab):
+def test_urllib_transport_maps_http_errors(api, lab):
     with pytest.raises(api.VastAIError) as err:
         api.VastAIClient("wrong", lab.url, retries=0).list_instances()
     assert err.value.status == 401
@@ -364,8 +364,24 @@ def test_open_url_transport_maps_http_errors(api, lab):
     assert err.value.status == 410
 
 
-def test_open_url_transport_network_failure(api):
+def test_urllib_transport_network_failure(api):
     # Port 9 (discard) on loopback: nothing listens there.
     client = api.VastAIClient("k", "http://127.0.0.1:9", retries=1, backoff=0.01, timeout=2)
     with pytest.raises(api.VastAIError, match=r"cannot reach vast\.ai"):
         client.list_instances()
+
+
+@pytest.mark.parametrize(
+    ("origin", "target", "keep"),
+    [
+        ("https://console.vast.ai/api/v0/x", "https://console.vast.ai/api/v0/y", True),
+        ("https://console.vast.ai/api/v0/x", "https://cloud.vast.ai/api/v0/x", True),
+        ("https://console.vast.ai/api/v0/x", "http://cloud.vast.ai/api/v0/x", False),
+        ("https://console.vast.ai/api/v0/x", "https://evil.example/x", False),
+        ("https://console.vast.ai/x", "https://vast.ai.evil.example/x", False),
+        ("http://127.0.0.1:8765/x", "http://127.0.0.1:8765/y", True),
+        ("http://127.0.0.1:8765/x", "http://127.0.0.1:9999/y", False),
+    ],
+)
+def test_redirects_keep_the_key_only_within_the_service(api, origin, target, keep):
+    assert api._same_service(origin, target) is keep
