@@ -409,7 +409,10 @@ class Handler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if not length:
             return b""
-        return self.rfile.read(int(length))
+        size = int(length)
+        if size < 0:
+            raise ValueError("negative Content-Length")
+        return self.rfile.read(size)
 
     def _send(self, status: int, body: bytes, content_type: str) -> None:
         head = (
