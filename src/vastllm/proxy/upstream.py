@@ -55,6 +55,7 @@ class Response:
         self._timeout = read_timeout
         self._done = not has_body
         self._buffer = b""
+        self._ended = False
         if not has_body:
             self._mode = "none"
         elif headers.get("transfer-encoding", "").lower() == "chunked":
@@ -100,7 +101,7 @@ class Response:
         """Decode a chunked body from whatever each socket read brings: one await per read,
         not per chunk, and everything complete in a read is yielded as one piece. Unparsed
         bytes stay in ``self._buffer``, so a later iteration (a drain) resumes correctly."""
-        while True:
+        while not self._ended:
             pieces: list[bytes] = []
             buffer = self._buffer
             while True:
@@ -112,6 +113,7 @@ class Response:
                     if buffer.find(b"\r\n\r\n", end) < 0:
                         break  # trailers (normally none) not complete yet
                     self._buffer = b""
+                    self._ended = True
                     if pieces:
                         yield b"".join(pieces)
                     return
