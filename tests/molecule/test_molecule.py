@@ -19,8 +19,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PHASES = ("destroy", "create", "converge", "idempotence", "verify")
-# Molecule announces each action, e.g. "INFO     default ➜ converge: Executing".
-ANNOUNCE = re.compile(r"default\s+\S+\s+(" + "|".join(PHASES) + r")\b")
+# Molecule announces each action, e.g. "INFO     [default > converge] Executing".
+ANNOUNCE = re.compile(r"\[default > (" + "|".join(PHASES) + r")\] Executing$")
 
 
 def _docker_available() -> bool:
@@ -58,7 +58,7 @@ def test_molecule_default_scenario() -> None:
         for line in proc.stdout:
             log.write(line)
             log.flush()
-            match = ANNOUNCE.search(line)
+            match = ANNOUNCE.search(line.rstrip())
             if match and (not segments or segments[-1][0] != match.group(1)):
                 segments.append((match.group(1), time.monotonic()))
         returncode = proc.wait()
