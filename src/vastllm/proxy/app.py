@@ -539,13 +539,10 @@ class ProxyApp:
         assembler: ResponseAssembler,
         complete: Callable[[], Awaitable[bytes]],
     ) -> None:
-        """Relay Ollama's NDJSON stream as it arrives (as SSE events when the client streams)."""
-        if request.stream:
-            headers = call.base_headers(b"text/event-stream")
-            headers.append((b"cache-control", b"no-cache"))
-            await self._start(call, 200, headers)
-            start = encode_events(assembler.start_events())
-            await call.send({"type": "http.response.body", "body": start, "more_body": True})
+        """Relay Ollama's NDJSON stream as it arrives (as SSE events when the client streams).
+
+        The SSE response starts with Ollama's first chunk: its headers and message_start go out
+        together with the first token (one write less; Ollama sends nothing earlier anyway)."""
         first = True
 
         async def deliver(events: list[tuple[str, dict[str, Any]]]) -> None:
@@ -554,6 +551,10 @@ class ProxyApp:
                 await complete()
             if request.stream and events:
                 if first:
+                    headers = call.base_headers(b"text/event-stream")
+                    headers.append((b"cache-control", b"no-cache"))
+                    await self._start(call, 200, headers)
+                    events = assembler.start_events() + events
                     self.metrics.ttft.observe(time.perf_counter() - call.started)
                     first = False
                 call.response_done = assembler.finished

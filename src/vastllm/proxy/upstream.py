@@ -56,6 +56,15 @@ class Response:
         self._done = not has_body
         self._buffer = b""
         self._ended = False
+        # Read timeout: one timer per response, re-armed lazily (not one per read).
+        self._loop = asyncio.get_running_loop()
+        self._last_read = self._loop.time()
+        self._timed_out = False
+        self._watchdog: asyncio.TimerHandle | None = (
+            self._loop.call_at(self._last_read + read_timeout, self._check_idle)
+            if has_body
+            else None
+        )
         if not has_body:
             self._mode = "none"
         elif headers.get("transfer-encoding", "").lower() == "chunked":
@@ -74,28 +83,47 @@ class Response:
         reader = self._stream[0]
         try:
             if self._mode == "length":
-                size = int(self.headers["content-length"])
-                if size:
-                    async with asyncio.timeout(self._timeout):
-                        data = await reader.readexactly(size)
-                    yield data
+                left = int(self.headers["content-length"]) - len(self._buffer)
+                parts = [self._buffer]
+                while left > 0:
+                    data = await self._read(reader, eof_ok=False)
+                    parts.append(data)
+                    left -= len(data)
+                body = b"".join(parts)
+                if body:
+                    yield body
             elif self._mode == "chunked":
                 async for data in self._chunked(reader):
                     yield data
             elif self._mode == "eof":
-                while True:
-                    async with asyncio.timeout(self._timeout):
-                        data = await reader.read(65536)
-                    if not data:
-                        break
+                while data := await self._read(reader, eof_ok=True):
                     yield data
-        except TimeoutError:
-            self.close()
-            raise UpstreamTimeout("backend read timed out") from None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+        except (OSError, ValueError):
             self.close()
             raise ConnectionLost("backend connection lost") from None
         self._done = True
+
+    def _check_idle(self) -> None:
+        if self._stream is None:
+            return
+        deadline = self._last_read + self._timeout
+        if self._loop.time() >= deadline:
+            self._timed_out = True
+            self._stream[1].close()  # the pending read then sees EOF
+        else:
+            self._watchdog = self._loop.call_at(deadline, self._check_idle)
+
+    async def _read(self, reader: asyncio.StreamReader, *, eof_ok: bool) -> bytes:
+        data = await reader.read(65536)
+        self._last_read = self._loop.time()
+        if not data:
+            if self._timed_out:
+                self.close()
+                raise UpstreamTimeout("backend read timed out")
+            if not eof_ok:
+                self.close()
+                raise ConnectionLost("backend closed the connection mid-body")
+        return data
 
     async def _chunked(self, reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
         """Decode a chunked body from whatever each socket read brings: one await per read,
@@ -124,11 +152,7 @@ class Response:
             self._buffer = buffer
             if pieces:
                 yield pieces[0] if len(pieces) == 1 else b"".join(pieces)
-            async with asyncio.timeout(self._timeout):
-                data = await reader.read(65536)
-            if not data:
-                raise ConnectionLost("backend closed the connection mid-body")
-            self._buffer += data
+            self._buffer += await self._read(reader, eof_ok=False)
 
     async def read(self) -> bytes:
         parts = [chunk async for chunk in self.iter_chunks()]
@@ -138,6 +162,9 @@ class Response:
     def close(self) -> None:
         """Return the connection to the pool if the body was read whole, else drop it."""
         stream, self._stream = self._stream, None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if stream is None:
             return
         if self._done and self._keep_alive:

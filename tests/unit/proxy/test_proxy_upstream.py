@@ -151,6 +151,28 @@ async def test_read_timeout():
         pool.close()
 
 
+async def test_read_timeout_mid_body():
+    async def stall(writer):
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        await writer.drain()
+        await asyncio.sleep(2)
+        return False
+
+    async with Scripted([stall]) as server:
+        pool = pool_for(server, read_timeout=0.3)
+        response = await pool.request("POST", "/api/chat", b"{}")
+        got = []
+
+        async def consume():
+            async for chunk in response.iter_chunks():
+                got.append(chunk)
+
+        with pytest.raises(UpstreamTimeout):
+            await consume()
+        assert got == [b"abc"]
+        pool.close()
+
+
 async def test_connect_refused():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
