@@ -193,10 +193,10 @@ pulled:
 attempts:
   description:
     - One entry per candidate looked at, in order.
-    - C(result) is one of V(present) (already there, used), V(pulled), V(skipped) (does not fit
-      disk/memory, not tried), V(failed) (tried: unknown model, pull error, network failure),
-      V(removed), V(absent) (nothing to remove), and in check mode V(would_pull) /
-      V(would_remove).
+    - "C(result) is one of V(present) (already there, used), V(pulled), V(skipped) (does not fit
+      disk/memory, not tried), V(failed) (tried and failed: unknown model, pull error, network
+      failure), V(removed), V(absent) (nothing to remove), and in check mode V(would_pull) /
+      V(would_remove)."
   type: list
   elements: dict
   returned: always
@@ -603,27 +603,30 @@ class Runner:
         return result
 
 
+ARGUMENT_SPEC: Dict[str, Dict[str, Any]] = {
+    "ollama_url": {"type": "str", "default": "http://127.0.0.1:11434"},
+    "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
+    "name": {"type": "str"},
+    "candidates": {"type": "list", "elements": "raw"},
+    "models_path": {"type": "path"},
+    "disk_margin_gb": {"type": "float", "default": 2.0},
+    "memory_limit_mb": {"type": "int"},
+    "update": {"type": "bool", "default": False},
+    "pull_timeout": {"type": "int", "default": 7200},
+    "retries": {"type": "int", "default": 3},
+    "retry_delay": {"type": "float", "default": 2.0},
+    "progress_file": {
+        "type": "path",
+        "default": "/var/lib/vastllm/ollama-pull-progress.json",
+    },
+    "run_id": {"type": "str", "default": ""},
+    "insecure": {"type": "bool", "default": False},
+}
+
+
 def main() -> None:
     module = AnsibleModule(
-        argument_spec={
-            "ollama_url": {"type": "str", "default": "http://127.0.0.1:11434"},
-            "state": {"type": "str", "default": "present", "choices": ["present", "absent"]},
-            "name": {"type": "str"},
-            "candidates": {"type": "list", "elements": "raw"},
-            "models_path": {"type": "path"},
-            "disk_margin_gb": {"type": "float", "default": 2.0},
-            "memory_limit_mb": {"type": "int"},
-            "update": {"type": "bool", "default": False},
-            "pull_timeout": {"type": "int", "default": 7200},
-            "retries": {"type": "int", "default": 3},
-            "retry_delay": {"type": "float", "default": 2.0},
-            "progress_file": {
-                "type": "path",
-                "default": "/var/lib/vastllm/ollama-pull-progress.json",
-            },
-            "run_id": {"type": "str", "default": ""},
-            "insecure": {"type": "bool", "default": False},
-        },
+        argument_spec=ARGUMENT_SPEC,
         mutually_exclusive=[("name", "candidates")],
         required_one_of=[("name", "candidates")],
         supports_check_mode=True,
