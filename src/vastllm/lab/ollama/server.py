@@ -285,12 +285,18 @@ class LabServer(ThreadingHTTPServer):
 
 
 class _Stream:
-    """An NDJSON response: chunked for HTTP/1.1 clients, close-delimited for HTTP/1.0."""
+    """An NDJSON response: chunked for HTTP/1.1 clients, close-delimited for HTTP/1.0.
 
-    def __init__(self, handler: Handler) -> None:
+    Each line is flushed as it is produced. With `buffered` (a stream produced all at once, no
+    chunk delay) the lines - still one HTTP chunk each - go out in one write at the end.
+    """
+
+    def __init__(self, handler: Handler, buffered: bool = False) -> None:
         self.handler = handler
         self.chunked = handler.request_version != "HTTP/1.0"
         self.chunks = 0
+        self.buffered = buffered
+        self._pending: list[bytes] = []
         head = "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
         head += f"Date: {handler.date_time_string()}\r\n"
         if self.chunked:
@@ -299,21 +305,35 @@ class _Stream:
             head += "Connection: close\r\n"
             handler.close_connection = True
         handler.status = 200
-        handler.wfile.write(head.encode("ascii") + b"\r\n")
+        self._write(head.encode("ascii") + b"\r\n")
+
+    def _write(self, data: bytes) -> None:
+        if self.buffered:
+            self._pending.append(data)
+        else:
+            self.handler.wfile.write(data)
+
+    def flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending = []
+            self.handler.wfile.write(data)
 
     def send(self, obj: dict[str, Any]) -> None:
         line = json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n"
         if self.chunked:
             line = b"%x\r\n%s\r\n" % (len(line), line)
-        self.handler.wfile.write(line)
+        self._write(line)
         self.chunks += 1
 
     def end(self) -> None:
         if self.chunked:
-            self.handler.wfile.write(b"0\r\n\r\n")
+            self._write(b"0\r\n\r\n")
+        self.flush()
 
     def abort(self) -> None:
         """Cut the connection mid-stream, with no final chunk (the crash fault)."""
+        self.flush()
         self.handler.close_connection = True
         with contextlib.suppress(OSError):
             self.handler.connection.shutdown(socket.SHUT_RDWR)
@@ -864,7 +884,7 @@ class Handler(BaseHTTPRequestHandler):
             app.keep(record, keep_alive)
             self.send_json(200, final(whole()))
             return
-        out = _Stream(self)
+        out = _Stream(self, buffered=not delay)
         pieces: list[tuple[str, str]] = [(t, "") for t in reply.thinking]
         pieces += [("", c) for c in reply.content]
         sends: list[Callable[[], dict[str, Any]]] = [
