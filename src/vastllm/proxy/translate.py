@@ -20,8 +20,10 @@ from vastllm.proxy.errors import invalid
 JSON = Any
 Event = tuple[str, dict[str, Any]]
 
-_ROLES = ("user", "assistant")
+# "system" in messages: Claude Code 2.1.197 sends mid-conversation system messages there.
+_ROLES = ("user", "assistant", "system")
 _THINKING_ON = ("enabled", "adaptive")
+_BILLING_HEADER = "x-anthropic-billing-header:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,8 @@ def _system_text(system: Any) -> str:
         text = block.get("text")
         if not isinstance(text, str):
             raise invalid(f"{where}.text: must be a string")
+        if text.startswith(_BILLING_HEADER):
+            continue  # Claude Code's accounting line, not an instruction for the model
         parts.append(text)
     return "\n\n".join(parts)
 
@@ -198,7 +202,7 @@ def _convert_message(index: int, message: Any, tool_names: dict[str, str]) -> li
         raise invalid(f"{where}: must be an object")
     role = message.get("role")
     if role not in _ROLES:
-        raise invalid(f"{where}.role: must be 'user' or 'assistant'")
+        raise invalid(f"{where}.role: must be 'user', 'assistant' or 'system'")
     content = message.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]

@@ -57,6 +57,25 @@ def test_system_string_and_text_blocks_give_the_same_system_message():
     assert as_blocks["messages"][0] == {"role": "system", "content": "be\n\nbrief"}
 
 
+def test_claude_code_billing_line_is_not_sent_to_the_model():
+    chat = chat_for(
+        body(
+            system=[
+                {
+                    "type": "text",
+                    "text": "x-anthropic-billing-header: cc_version=2.1.197; cc_entrypoint=cli;",
+                },
+                {
+                    "type": "text",
+                    "text": "You are Claude Code.",
+                    "cache_control": {"type": "ephemeral"},
+                },
+            ]
+        )
+    )
+    assert chat["messages"][0] == {"role": "system", "content": "You are Claude Code."}
+
+
 def test_text_and_image_blocks():
     chat = chat_for(
         body(
@@ -296,7 +315,7 @@ def test_thinking_forwarded_only_to_capable_models():
         ({"max_tokens": "5"}, "max_tokens"),
         ({"max_tokens": True}, "max_tokens"),
         ({"messages": []}, "messages"),
-        ({"messages": [{"role": "system", "content": "x"}]}, "messages.0.role"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, "messages.0.role"),
         ({"messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
         (
             {"messages": [{"role": "user", "content": [{"type": "text"}]}]},
@@ -327,6 +346,23 @@ def test_missing_max_tokens_allowed_for_count_tokens_only():
     with pytest.raises(ProxyError, match="max_tokens: field required"):
         parse_request(request)
     assert parse_request(request, count_only=True).max_tokens is None
+
+
+def test_system_role_inside_messages_as_claude_code_sends_it():
+    chat = chat_for(
+        body(
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "hi"}]},
+                {"role": "system", "content": "Available agent types: ..."},
+                {"role": "system", "content": [{"type": "text", "text": "more"}]},
+            ]
+        )
+    )
+    assert chat["messages"] == (
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "Available agent types: ..."},
+        {"role": "system", "content": "more"},
+    )
 
 
 def test_unknown_block_types_are_tolerated():
