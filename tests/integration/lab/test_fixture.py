@@ -34,3 +34,15 @@ def test_processes_are_stopped_by_close(tmp_path):
         assert emu.running
     assert proc.poll() == 0  # SIGTERM: a clean exit
     assert "lab double stopped" in emu.log()
+
+
+def test_session_instance_has_the_whole_catalog(ollama_emulator_session):
+    models = httpx.get(ollama_emulator_session.url + "/api/tags", timeout=5).json()["models"]
+    assert {m["name"] for m in models} == {
+        "qwen3-coder:30b",
+        "qwen2.5-coder:7b",
+        "qwen2.5-coder:1.5b",
+        "llama3.1:8b",
+        "qwen3:0.6b",
+    }
+    assert ollama_emulator_session.get_faults() == {}
