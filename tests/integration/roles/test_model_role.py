@@ -106,8 +106,9 @@ def present(url: str) -> set[str]:
 def test_first_run_falls_back_pulls_with_progress_publishes_fact_second_run_unchanged(
     ollama_emulator, tmp_path: Path
 ) -> None:
-    # ~0.8 GB/s: qwen2.5-coder:7b (4.7 GB) takes about 6 s, long enough to watch the progress.
-    emu = ollama_emulator(env={"VASTLLM_LAB_PULL_RATE": "0.8e9"})
+    # ~0.4 GB/s: qwen2.5-coder:7b (4.7 GB) takes about 12 s, long enough to watch the progress
+    # with 1 s polls even on a busy machine.
+    emu = ollama_emulator(env={"VASTLLM_LAB_PULL_RATE": "0.4e9"})
     play_vars = {
         "model_ollama_url": emu.url,
         "model_models_path": emu.models_dir,
