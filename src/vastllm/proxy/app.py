@@ -547,23 +547,32 @@ class ProxyApp:
 
         async def deliver(events: list[tuple[str, dict[str, Any]]]) -> None:
             nonlocal first
+            if not request.stream:
+                if assembler.finished:
+                    await complete()
+                return
+            if first and events:
+                headers = call.base_headers(b"text/event-stream")
+                headers.append((b"cache-control", b"no-cache"))
+                await self._start(call, 200, headers)
+                events = assembler.start_events() + events
+                self.metrics.ttft.observe(time.perf_counter() - call.started)
+                first = False
+            tail: list[tuple[str, dict[str, Any]]] = []
             if assembler.finished:
-                await complete()
-            if request.stream and events:
-                if first:
-                    headers = call.base_headers(b"text/event-stream")
-                    headers.append((b"cache-control", b"no-cache"))
-                    await self._start(call, 200, headers)
-                    events = assembler.start_events() + events
-                    self.metrics.ttft.observe(time.perf_counter() - call.started)
-                    first = False
-                call.response_done = assembler.finished
+                # Tokens go out at once; the end (message_delta, message_stop) only after the
+                # answer is stored, so a client that asks again right away gets the hit.
+                cut = next(i for i, (name, _) in enumerate(events) if name == "message_delta")
+                events, tail = events[:cut], events[cut:]
+            if events:
                 await call.send(
-                    {
-                        "type": "http.response.body",
-                        "body": encode_events(events),
-                        "more_body": not assembler.finished,
-                    }
+                    {"type": "http.response.body", "body": encode_events(events), "more_body": True}
+                )
+            if tail:
+                await complete()
+                call.response_done = True
+                await call.send(
+                    {"type": "http.response.body", "body": encode_events(tail), "more_body": False}
                 )
 
         buffer = b""
