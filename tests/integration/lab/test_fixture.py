@@ -46,3 +46,38 @@ def test_session_instance_has_the_whole_catalog(ollama_emulator_session):
         "qwen3:0.6b",
     }
     assert ollama_emulator_session.get_faults() == {}
+
+
+def test_the_double_does_not_outlive_a_killed_test_run(tmp_path):
+    """A pytest run killed with SIGKILL cannot clean up: the double notices and stops."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import sys, time\n"
+        "from vastllm.lab.ollama.process import LabOllamaProcess\n"
+        f"emu = LabOllamaProcess(models_dir={str(tmp_path / 'm')!r}).start()\n"
+        "print(emu.proc.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child = int(parent.stdout.readline())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait(5)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(child, signal.SIGKILL)
+            raise AssertionError("the lab double outlived its parent")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

@@ -132,6 +132,7 @@ class Settings:
     pull_rate: float = DEFAULT_PULL_RATE
     catalog_path: str | None = None
     version: str = VERSION
+    exit_with_parent: bool = False
 
     def server_config(self) -> str:
         """The `env="map[...]"` text of the startup line, like real Ollama's."""
@@ -182,4 +183,5 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         pull_rate=pull_rate,
         catalog_path=env.get("VASTLLM_LAB_CATALOG", "").strip() or None,
         version=env.get("VASTLLM_LAB_VERSION", "").strip() or VERSION,
+        exit_with_parent=_truthy(env.get("VASTLLM_LAB_EXIT_WITH_PARENT", "")),
     )

@@ -94,6 +94,8 @@ class LabOllamaProcess:
                 "OLLAMA_HOST": f"127.0.0.1:{self.port}",
                 "OLLAMA_MODELS": self.models_dir,
                 "PYTHONUNBUFFERED": "1",
+                # never outlive this process, even when it is killed with SIGKILL
+                "VASTLLM_LAB_EXIT_WITH_PARENT": "1",
             }
         )
         if self.preload:

@@ -978,6 +978,15 @@ def build_app(settings: Settings, log: TextIO) -> LabOllama:
     return app
 
 
+def _watch_parent(app: LabOllama, server: LabServer) -> None:
+    """Stop when the process that started us is gone (a test run killed with SIGKILL)."""
+    parent = os.getppid()
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    app.info(f"parent process {parent} exited: stopping the lab double")
+    server.shutdown()
+
+
 def serve(settings: Settings, log: TextIO = sys.stderr) -> int:
     """Run the lab double until SIGTERM/SIGINT; return the exit code."""
     log.write(f"{BANNER} -- version {settings.version}\n")
@@ -1008,6 +1017,8 @@ def serve(settings: Settings, log: TextIO = sys.stderr) -> int:
         threading.Thread(target=server.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
+    if settings.exit_with_parent:
+        threading.Thread(target=_watch_parent, args=(app, server), daemon=True).start()
     try:
         server.serve_forever(poll_interval=0.25)
     except KeyboardInterrupt:
