@@ -133,10 +133,9 @@ def test_provision_without_run_stack_imports_site_but_runs_nothing(market, home)
     proc = provision(market, home)  # real ../site.yml, skipped by its `when`
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "vastllm-1" in proc.stdout
-    assert recap(proc.stdout, "vastllm-1") == {
-        "ok": 0, "changed": 0, "unreachable": 0, "failed": 0, "skipped": recap(
-            proc.stdout, "vastllm-1")["skipped"], "rescued": 0, "ignored": 0,
-    }  # fmt: skip
+    stack = recap(proc.stdout, "vastllm-1")
+    assert stack["skipped"] >= 1  # the stack's plays were there and skipped
+    assert (stack["ok"], stack["changed"], stack["unreachable"], stack["failed"]) == (0, 0, 0, 0)
 
 
 def test_check_mode_says_what_would_be_rented_and_rents_nothing(market, home):
