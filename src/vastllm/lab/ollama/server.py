@@ -173,9 +173,11 @@ class LabOllama:
         num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
         context = num_ctx if isinstance(num_ctx, int) and num_ctx > 0 else None
         context = min(context or self.settings.context_length, record.entry.context_length)
-        with self._lock:
+        default = self.settings.keep_alive
+        seconds = _FOREVER_SECONDS if default == FOREVER else max(default, 1.0)
+        with self._lock:  # the request's own keep_alive is applied by keep() when it is done
             if record.name not in self._loaded:
-                self._loaded[record.name] = Loaded(now + 300.0, context)
+                self._loaded[record.name] = Loaded(now + seconds, context)
         return max(int((time.perf_counter() - started) * 1e9), 1000)
 
     def keep(self, record: ModelRecord, keep_alive: float) -> None:
