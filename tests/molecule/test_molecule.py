@@ -1,7 +1,7 @@
 """`molecule test` of the whole stack, as a user types it from the repository root.
 
-create -> converge -> idempotence (zero changes) -> verify (testinfra) -> destroy, in a Debian
-container without systemd. Phase durations go to .cache/molecule-timings.json.
+create -> converge -> idempotence (zero changes) -> check mode -> verify (testinfra) -> destroy,
+in a Debian container without systemd. Phase durations go to .cache/molecule-timings.json.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-PHASES = ("destroy", "create", "converge", "idempotence", "verify")
+PHASES = ("destroy", "create", "converge", "idempotence", "check", "verify")
 # Molecule announces each action, e.g. "INFO     [default > converge] Executing".
 ANNOUNCE = re.compile(r"\[default > (" + "|".join(PHASES) + r")\] Executing$")
 
