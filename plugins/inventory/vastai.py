@@ -119,6 +119,7 @@ plugin: vastai
 groups:
   vastllm: vastai_status == 'running'
 
+---
 # Only the RTX 4090 boxes labelled vastllm-*, through the SSH proxy, cached for 5 minutes.
 plugin: vastai
 labels: ["vastllm-*"]
@@ -129,12 +130,14 @@ cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/vastllm/inventory
 cache_timeout: 300
 
+---
 # Server-side filter: instances with at least 2 GPUs.
 plugin: vastai
 filters:
   num_gpus:
     gte: 2
 
+---
 # Key from a vault, hostnames from the id, extra groups.
 plugin: vastai
 api_key: "{{ vault_vast_api_key }}"

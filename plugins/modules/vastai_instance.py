@@ -7,8 +7,8 @@ DOCUMENTATION = r"""
 module: vastai_instance
 short_description: Rent, start, stop and destroy a vast.ai instance identified by its label
 description:
-  - Manages one vast.ai instance per O(label), idempotently. Runs on the controller
-    (C(hosts: localhost) or C(delegate_to: localhost)).
+  - Manages one vast.ai instance per O(label), idempotently.
+  - Runs on the controller, in a play on C(localhost) or with C(delegate_to=localhost).
   - Creating an instance rents the cheapest offer that meets every criterion and costs at most
     O(max_dph) per hour, then waits until it is running and SSH answers (bounded by
     O(wait_timeout)).
@@ -85,7 +85,9 @@ options:
       - Country code of the machine (V(US), V(DE)), a full geolocation (V(Texas, US)) or a glob.
     type: str
   offer_filters:
-    description: Extra vast.ai search filters, e.g. C({inet_down: {gte: 500}}).
+    description:
+      - Extra vast.ai search filters, one entry per offer field, each a mapping of operator
+        (C(eq), C(neq), C(in), C(notin), C(gt), C(gte), C(lt), C(lte)) to value.
     type: dict
     default: {}
   image:
