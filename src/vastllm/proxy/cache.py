@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -41,15 +42,67 @@ class RateLimitedWarning:
         return True
 
 
-class AnswerCache:
-    """Redis-backed store of final messages. Any Redis failure means "bypass", never an error.
+MEMORY_BYTES = 16 * 1024 * 1024
+MEMORY_TTL = 300.0
+_ENTRY_OVERHEAD = 256  # bytes of Python objects per entry (key, tuple, dict slot), counted too
 
-    After a failure Redis is skipped for ``retry_after`` seconds so a dead Redis costs nothing.
+
+class MemoryTier:
+    """Recently used answers in process memory: LRU, bounded in bytes, entries expire.
+
+    Keys are content hashes, so an entry can never be wrong, only stale for at most ``ttl``
+    seconds after Redis dropped it (an expiry or a flush).
     """
 
-    def __init__(self, client: Any, ttl: int, retry_after: float = 5.0) -> None:
+    def __init__(self, max_bytes: int = MEMORY_BYTES, ttl: float = MEMORY_TTL) -> None:
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self.size = 0
+        self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: str, now: float | None = None) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if (time.monotonic() if now is None else now) >= item[0]:
+            self._remove(key)
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def put(self, key: str, value: bytes, now: float | None = None) -> None:
+        if len(value) > self.max_bytes // 8:
+            return  # a very large answer lives in Redis only
+        if key in self._items:
+            self._remove(key)
+        moment = time.monotonic() if now is None else now
+        self._items[key] = (moment + self.ttl, value)
+        self.size += len(value) + _ENTRY_OVERHEAD
+        while self.size > self.max_bytes:
+            _key, (_expires, dropped) = self._items.popitem(last=False)
+            self.size -= len(dropped) + _ENTRY_OVERHEAD
+
+    def _remove(self, key: str) -> None:
+        _expires, value = self._items.pop(key)
+        self.size -= len(value) + _ENTRY_OVERHEAD
+
+
+class AnswerCache:
+    """Final messages in Redis, the recently used ones also in memory (``MemoryTier``).
+
+    Any Redis failure means "bypass", never an error. After a failure Redis is skipped for
+    ``retry_after`` seconds so a dead Redis costs nothing.
+    """
+
+    def __init__(
+        self, client: Any, ttl: int, retry_after: float = 5.0, memory: MemoryTier | None = None
+    ) -> None:
         self._client = client
         self._ttl = ttl
+        self.memory = memory if memory is not None else MemoryTier(ttl=min(float(ttl), MEMORY_TTL))
         self._retry_after = retry_after
         self._down_until = 0.0
         self._warning = RateLimitedWarning(_log)
@@ -69,7 +122,11 @@ class AnswerCache:
         self.last_error = None
 
     async def get(self, key: str) -> bytes | None:
-        """The stored bytes, None on a miss; raises ``CacheBypass`` if Redis is unusable."""
+        """The stored bytes, None on a miss; raises ``CacheBypass`` if neither memory has it
+        nor Redis is usable."""
+        value = self.memory.get(key)
+        if value is not None:
+            return value
         if not self.available:
             raise CacheBypass
         try:
@@ -78,9 +135,13 @@ class AnswerCache:
             self._failed(exc)
             raise CacheBypass from None
         self._ok()
-        return value if isinstance(value, bytes) else None
+        if not isinstance(value, bytes):
+            return None
+        self.memory.put(key, value)
+        return value
 
     async def put(self, key: str, value: bytes) -> bool:
+        self.memory.put(key, value)
         if not self.available:
             return False
         try:

@@ -70,14 +70,18 @@ def test_redis_killed_mid_run_then_back(ollama_emulator, redis_server, start_pro
         assert redis_server.keys()
 
         redis_server.kill()
+        fresh = body("asked while redis is down")
         for _ in range(3):
-            answer = http.post("/v1/messages", json=request)
+            answer = http.post("/v1/messages", json=fresh)
             assert answer.status_code == 200
             assert answer.headers["x-cache"] == "bypass"
             assert answer.json()["content"][0]["text"]
-        streamed = http.post("/v1/messages", json={**request, "stream": True})
+        streamed = http.post("/v1/messages", json={**fresh, "stream": True, "max_tokens": 99})
         assert streamed.status_code == 200
+        assert streamed.headers["x-cache"] == "bypass"
         assert parse_sse(streamed.text)[-1][0] == "message_stop"
+        # an answer used a moment ago is still served from the proxy's memory
+        assert http.post("/v1/messages", json=request).headers["x-cache"] == "hit"
         health = http.get("/health")
         assert health.status_code == 200
         assert health.json()["status"] == "degraded"
@@ -85,8 +89,10 @@ def test_redis_killed_mid_run_then_back(ollama_emulator, redis_server, start_pro
 
         redis_server.start()  # same port, empty
         assert http.get("/health").json()["status"] == "ok"
-        assert http.post("/v1/messages", json=request).headers["x-cache"] == "miss"
-        assert http.post("/v1/messages", json=request).headers["x-cache"] == "hit"
+        after = body("asked after redis is back")
+        assert http.post("/v1/messages", json=after).headers["x-cache"] == "miss"
+        assert http.post("/v1/messages", json=after).headers["x-cache"] == "hit"
+        assert len(redis_server.keys()) == 1
     warnings = [line for line in proxy.log().splitlines() if "redis unavailable" in line]
     assert len(warnings) == 1  # at most one warning a minute
 
@@ -215,6 +221,7 @@ def test_request_errors(shared_proxy, http):
     )
     big = http.post("/v1/messages", json=body("x" * 300_000))
     assert_anthropic_error(big, 413, "request_too_large")
+    assert big.headers["x-cache"] == "bypass"  # every answer says whether the cache served it
     assert_anthropic_error(http.get("/v2/nothing"), 404, "not_found_error")
     assert_anthropic_error(http.get("/v1/messages"), 405, "invalid_request_error")
     count_missing = http.post(

@@ -7,7 +7,13 @@ import logging
 
 import pytest
 
-from vastllm.proxy.cache import AnswerCache, CacheBypass, RateLimitedWarning, cache_key
+from vastllm.proxy.cache import (
+    AnswerCache,
+    CacheBypass,
+    MemoryTier,
+    RateLimitedWarning,
+    cache_key,
+)
 from vastllm.proxy.translate import parse_request
 
 BASE = {
@@ -166,3 +172,49 @@ def test_rate_limited_warning_once_a_minute(caplog):
         assert not warning.warn("x", now=1059.0)
         assert warning.warn("x", now=1060.5)
     assert caplog.text.count("x") == 2
+
+
+def test_memory_tier_lru_by_bytes():
+    memory = MemoryTier(max_bytes=8000, ttl=10)  # entries cost their size + 256 bytes
+    memory.put("a", b"x" * 744, now=0)
+    memory.put("b", b"y" * 744, now=0)
+    assert memory.size == 2000
+    assert memory.get("a", now=1) == b"x" * 744  # a is now the most recently used
+    for index in range(7):
+        memory.put(f"k{index}", b"z" * 744, now=1)
+    assert memory.size <= 8000
+    assert memory.get("b", now=1) is None  # least recently used went first
+    assert memory.get("a", now=1) is not None
+
+
+def test_memory_tier_expiry_and_oversize():
+    memory = MemoryTier(max_bytes=8000, ttl=10)
+    memory.put("a", b"v", now=0)
+    assert memory.get("a", now=9.9) == b"v"
+    assert memory.get("a", now=10) is None
+    assert len(memory) == 0
+    memory.put("big", b"x" * 1001, now=0)  # over 1/8 of the budget: Redis only
+    assert memory.get("big", now=0) is None
+    assert memory.size == 0
+
+
+async def test_hits_from_memory_skip_redis_and_survive_an_outage():
+    redis = FlakyRedis()
+    cache = AnswerCache(redis, ttl=60, retry_after=60)
+    await cache.put("k", b"v")
+    calls = redis.calls
+    assert await cache.get("k") == b"v"
+    assert redis.calls == calls  # served from memory
+    redis.down = True
+    assert await cache.get("k") == b"v"
+    with pytest.raises(CacheBypass):
+        await cache.get("other")
+
+
+async def test_redis_hit_is_kept_in_memory():
+    redis = FlakyRedis()
+    redis.data["k"] = b"from-redis"
+    cache = AnswerCache(redis, ttl=60)
+    assert await cache.get("k") == b"from-redis"
+    redis.down = True
+    assert await cache.get("k") == b"from-redis"
