@@ -337,6 +337,18 @@ def instance_hostvars(
     return result
 
 
+# Instance fields that can hold secrets (container env such as HF tokens, the Jupyter token,
+# the onstart script, registry logins). Never cached, returned or offered to templates.
+SENSITIVE_FIELDS = frozenset(
+    {"extra_env", "jupyter_token", "onstart", "image_login", "instance_api_key", "api_key"}
+)
+
+
+def public_instance(instance: Mapping[str, Any]) -> dict[str, Any]:
+    """The instance without the fields that can hold secrets."""
+    return {k: v for k, v in instance.items() if k not in SENSITIVE_FIELDS}
+
+
 def default_hostname(instance: Mapping[str, Any]) -> str:
     """The label when it is set, else ``vastai-<id>``."""
     label = str(instance.get("label") or "").strip()
@@ -563,7 +575,7 @@ class VastAIClient:
             if not isinstance(data, dict):
                 raise VastAIError("vast.ai instance listing returned an unexpected shape")
             page = data.get("instances") or []
-            rows.extend(row for row in page if isinstance(row, dict))
+            rows.extend(public_instance(row) for row in page if isinstance(row, dict))
             token = data.get("next_token")
             if not token:
                 return rows
@@ -582,7 +594,7 @@ class VastAIClient:
                 return None
             raise
         found = data.get("instances") if isinstance(data, dict) else None
-        return found if isinstance(found, dict) else None
+        return public_instance(found) if isinstance(found, dict) else None
 
     def search_offers(self, query: Mapping[str, Any]) -> list[dict[str, Any]]:
         data = self.request("POST", "/bundles/", body=dict(query))

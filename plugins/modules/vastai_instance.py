@@ -207,7 +207,9 @@ hostname:
   returned: always
   sample: vastllm-1
 instance:
-  description: The instance as the vast.ai API returns it (null when absent or in check mode).
+  description:
+    - The instance as the vast.ai API returns it (null when absent or in check mode), without
+      the fields that can hold secrets (C(extra_env), C(jupyter_token), C(onstart)).
   type: dict
   returned: always
   sample: {"id": 1234567, "label": "vastllm-1", "actual_status": "running"}

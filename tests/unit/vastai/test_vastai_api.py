@@ -385,3 +385,25 @@ def test_urllib_transport_network_failure(api):
 )
 def test_redirects_keep_the_key_only_within_the_service(api, origin, target, keep):
     assert api._same_service(origin, target) is keep
+
+
+def test_secret_bearing_fields_never_leave_the_client(api):
+    row = {
+        "id": 1,
+        "label": "x",
+        "extra_env": [["HF_TOKEN", "hf_secret"]],
+        "jupyter_token": "jt-secret",
+        "onstart": "export TOKEN=secret",
+    }
+    script = Script(
+        [
+            (200, {}, {"instances": [row], "next_token": None}),
+            (200, {}, {"instances": row}),
+        ]
+    )
+    client = _client(api, script, [])
+    listed = client.list_instances()
+    single = client.get_instance(1)
+    for got in (listed[0], single):
+        assert got == {"id": 1, "label": "x"}
+        assert "secret" not in json.dumps(got)

@@ -376,3 +376,23 @@ def test_no_key_anywhere(lab, tmp_path):
     path.write_text(yaml.safe_dump({"plugin": "vastai", "api_url": lab.url}))
     with pytest.raises(AnsibleParserError, match=r"no vast\.ai API key"):
         inventory_loader.get("vastai").parse(InventoryData(), DataLoader(), str(path))
+
+
+def test_container_secrets_stay_out_of_hostvars_and_cache(lab, tmp_path):
+    row = make_instance(1, label="secretive")
+    row["extra_env"] = [["HF_TOKEN", "hf_very_secret"]]
+    row["jupyter_token"] = "jt_very_secret"
+    lab.state.add_instance(row)
+    inventory, _ = run(
+        lab,
+        tmp_path,
+        cache=True,
+        cache_plugin="jsonfile",
+        cache_connection=str(tmp_path / "cache"),
+        hostname="label ~ (extra_env | default('') | string)",
+    )
+    assert "secretive" in inventory.hosts  # extra_env is not even visible to templates
+    dumped = json.dumps(hv(inventory, "secretive"), default=str)
+    cached = "".join(p.read_text() for p in (tmp_path / "cache").iterdir())
+    for text in (dumped, cached):
+        assert "very_secret" not in text
