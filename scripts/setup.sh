@@ -63,6 +63,14 @@ if ! .venv/bin/ansible-galaxy collection list community.docker 2>/dev/null | gre
   fi
 fi
 
+# --- Claude Code (npm), the client the end-to-end test drives through the proxy -------------------------
+if [ ! -x .cache/npm/node_modules/.bin/claude ]; then
+  say "Installing Claude Code into .cache/npm"
+  command -v npm >/dev/null 2>&1 || $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+  npm install --no-audit --no-fund --loglevel=error --prefix .cache/npm @anthropic-ai/claude-code ||
+    echo "Claude Code could not be installed from npm: its end-to-end test will be skipped" >&2
+fi
+
 # --- The local lab base image -----------------------------------------------------------------------------------
 say "Lab base image"
 $SUDO env VASTLLM_REPO="$REPO" .venv/bin/vastllm-lab host image

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 . .venv/bin/activate
-export VASTLLM_REPO=$PWD ANSIBLE_CONFIG=$PWD/ansible.cfg
+export VASTLLM_REPO=$PWD ANSIBLE_CONFIG=$PWD/ansible.cfg PATH="$PWD/.cache/npm/node_modules/.bin:$PATH"
 
 echo "== lint"
 ruff check .
