@@ -289,7 +289,7 @@ def find_by_label(client: VastAIClient, label: str) -> list[dict[str, Any]]:
 
 
 def is_running(instance: dict[str, Any]) -> bool:
-    return instance_status(instance) == "running"
+    return bool(instance_status(instance) == "running")
 
 
 def is_stopped(instance: dict[str, Any]) -> bool:
