@@ -1,9 +1,8 @@
 """The ASGI application: routes, auth, cache, and the Ollama edge.
 
-A raw ASGI app (no framework on the request path): a pool of keep-alive connections to Ollama
-(``upstream.py``, raw asyncio streams)
-and one ``redis.asyncio`` client, both opened in the lifespan. ``create_app(settings)`` is the
-factory; nothing is created at import time.
+A raw ASGI app (no framework on the request path) with a pool of keep-alive connections to
+Ollama (``upstream.py``) and a small Redis client (``resp.py``), both opened in the lifespan.
+``create_app(settings)`` is the factory; nothing is created at import time.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from vastllm.proxy.cache import AnswerCache, CacheBypass, cache_key
 from vastllm.proxy.config import Settings, resolve_model
 from vastllm.proxy.errors import ProxyError, error_json, invalid
 from vastllm.proxy.metrics import Metrics
+from vastllm.proxy.resp import RespClient
 from vastllm.proxy.sse import encode_events, error_event
 from vastllm.proxy.translate import (
     ChatRequest,
@@ -166,17 +166,7 @@ class ProxyApp:
         if settings.cache_enabled:
             client = self._redis_client
             if client is None:
-                from redis.asyncio import Redis
-                from redis.asyncio.retry import Retry
-                from redis.backoff import NoBackoff
-
-                client = Redis.from_url(
-                    settings.redis_url,
-                    socket_connect_timeout=0.5,
-                    socket_timeout=1.0,
-                    retry=Retry(NoBackoff(), 0),
-                    max_connections=256,
-                )
+                client = RespClient(settings.redis_url, connect_timeout=0.5, timeout=1.0)
             self.cache = AnswerCache(client, settings.cache_ttl)
 
     async def shutdown(self) -> None:

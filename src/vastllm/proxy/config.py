@@ -121,6 +121,9 @@ def _parse_redis_url(raw: str) -> str:
         raise ValueError(
             "must be a redis://, rediss:// or unix:// URL, or empty to disable the cache"
         )
+    from vastllm.proxy.resp import RespClient
+
+    RespClient(value)  # checks the database number and the rest of the URL, no I/O
     return value
 
 

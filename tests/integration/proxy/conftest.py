@@ -34,8 +34,9 @@ def _wait(predicate, timeout: float, what: str) -> None:
 class RedisServer:
     """A real redis-server on a free loopback port; kill() and restart() keep the port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, extra_args: list[str] | None = None) -> None:
         self.workdir = workdir
+        self.extra_args = extra_args or []
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
@@ -44,7 +45,7 @@ class RedisServer:
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
                 sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 
@@ -64,6 +65,7 @@ class RedisServer:
                 str(self.workdir),
                 "--logfile",
                 "redis.log",
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
