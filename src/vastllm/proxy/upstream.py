@@ -249,6 +249,9 @@ class UpstreamPool:
                 if reused and attempt == 0:
                     continue  # a kept-alive connection the server had closed: retry once
                 raise ConnectionLost("backend closed the connection") from None
+            except BaseException:  # cancelled (the client went away): drop the connection,
+                writer.close()  # which tells Ollama to stop
+                raise
             return self._response(stream, raw, method, read_timeout)
         raise ConnectionLost("backend closed the connection")  # pragma: no cover
 

@@ -203,3 +203,26 @@ async def test_closing_an_unfinished_response_drops_the_connection():
         response.close()  # the client went away: Ollama must see the connection close
         await asyncio.wait_for(server.closed_by_client.wait(), 2)
         pool.close()
+
+
+async def test_cancel_while_waiting_for_headers_closes_the_connection():
+    got_request = asyncio.Event()
+    saw_close = asyncio.Event()
+
+    async def handle(reader, writer):
+        await reader.readuntil(b"\r\n\r\n")
+        got_request.set()
+        await reader.read()  # never answers; reads until the client hangs up
+        saw_close.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = UpstreamPool(f"http://127.0.0.1:{port}", 1.0, 30.0)
+    task = asyncio.create_task(pool.request("POST", "/api/chat", b"{}"))
+    await asyncio.wait_for(got_request.wait(), 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(saw_close.wait(), 2)  # Ollama would now stop generating
+    server.close()
