@@ -13,7 +13,7 @@ requests/s, p50/p99 and the time to the first token, it reports the CPU time the
 backend spent per request (from /proc), a figure that other load on the machine hardly moves.
 
     .venv/bin/python benchmarks/proxy_bench.py [--requests-c1 300] [--requests-c32 1500]
-        [--rounds 3] [--json benchmarks/proxy_bench_results.json]
+        [--rounds 3] [--json PATH (default: proxy_bench_results.json in the temp dir)]
 
 Exit code 0 when every target is met, 1 otherwise.
 """
@@ -464,7 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests-c1", type=int, default=300)
     parser.add_argument("--requests-c32", type=int, default=1500)
     parser.add_argument("--rounds", type=int, default=3, help="best of N rounds (default 3)")
-    parser.add_argument("--json", default="benchmarks/proxy_bench_results.json")
+    parser.add_argument(
+        "--json", default=str(Path(tempfile.gettempdir()) / "proxy_bench_results.json")
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.requests_c1 <= 100_000 or not 32 <= args.requests_c32 <= 100_000:
         parser.error("request counts must be 1..100000 (C=1) and 32..100000 (C=32)")
