@@ -168,13 +168,18 @@ def retry_decision(
     base: float,
     cap: float,
     max_retry_after: float,
+    idempotent: bool = True,
 ) -> float | None:
     """How long to sleep before retrying, or None to stop.
 
     ``status`` None means a network failure. A server ``Retry-After`` is honoured when it is
     at most ``max_retry_after`` seconds (a longer wait fails at once with a clear message).
+    A non-idempotent call (renting) is only retried on 429, which means "not processed":
+    after a network failure or a 5xx the rental may have happened, and a retry could rent twice.
     """
     if attempt >= retries:
+        return None
+    if not idempotent and status != 429:
         return None
     if status is not None and status not in RETRYABLE_STATUS:
         return None
@@ -491,6 +496,7 @@ class VastAIClient:
         path: str,
         query: Mapping[str, Any] | None = None,
         body: Any = None,
+        idempotent: bool = True,
     ) -> Any:
         """One API call; returns the decoded JSON body. Raises VastAIError."""
         url = build_url(self.api_url, path, query)
@@ -514,7 +520,7 @@ class VastAIClient:
             except (URLError, OSError, socket.timeout) as err:
                 reason = getattr(err, "reason", err)
                 delay = retry_decision(
-                    None, None, attempt, self.retries, self.backoff, self.max_backoff, 0
+                    None, None, attempt, self.retries, self.backoff, self.max_backoff, 0, idempotent
                 )
                 if delay is None:
                     raise VastAIError(
@@ -545,6 +551,7 @@ class VastAIClient:
                 self.backoff,
                 self.max_backoff,
                 self.max_retry_after,
+                idempotent,
             )
             if delay is None:
                 raise VastAIError(
@@ -603,7 +610,7 @@ class VastAIClient:
 
     def create_instance(self, offer_id: int, payload: Mapping[str, Any]) -> int:
         """Rent ``offer_id``; returns the new instance id."""
-        data = self.request("PUT", f"/asks/{int(offer_id)}/", body=dict(payload))
+        data = self.request("PUT", f"/asks/{int(offer_id)}/", body=dict(payload), idempotent=False)
         if not isinstance(data, dict) or not data.get("success") or not data.get("new_contract"):
             detail = _body_detail(json.dumps(data).encode()) if isinstance(data, dict) else ""
             raise VastAIError(f"vast.ai did not create an instance from offer {offer_id} {detail}")

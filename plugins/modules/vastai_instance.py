@@ -411,7 +411,18 @@ class Runner:
                 offer=offer,
                 diff=self.diff(None, "running"),
             )
-        instance_id = self.client.create_instance(int(offer["id"]), payload)
+        try:
+            instance_id = self.client.create_instance(int(offer["id"]), payload)
+        except VastAIError as err:
+            # The rental may have gone through before the connection broke: look before failing.
+            found = find_by_label(self.client, p["label"])
+            if len(found) != 1:
+                raise
+            instance_id = int(found[0]["id"])
+            self.module.warn(
+                f"renting reported an error ({err.message}) but instance {instance_id} "
+                f"labelled {p['label']!r} exists; continuing with it"
+            )
         self.actions.append("rent")
         if p["ssh_key"]:
             self.client.attach_ssh_key(instance_id, p["ssh_key"].strip())

@@ -282,3 +282,27 @@ def test_ssh_wait_is_bounded(lab_factory, home):
     assert proc.returncode != 0
     assert "timed out after 2s waiting for SSH to answer" in flat(proc.stdout)
     assert len(quiet.state.instances) == 1  # rented: it is billed, the user must know
+
+
+def test_lost_rent_reply_is_recovered_not_rented_twice(market, home):
+    from vastllm.lab.vastai.state import Fault
+
+    # The rental happens, but the reply is a 502: the module must find it by label.
+    market.state.add_fault(Fault(status=502, path_prefix="/api/v0/asks/", after=True))
+    tasks = [
+        {
+            "vastai_instance": {
+                "label": "flaky",
+                "max_dph": 1.0,
+                "image": "i",
+                "poll_interval": 0.1,
+                "wait_timeout": 30,
+            }
+        }
+    ]
+    proc = playbook(market, home, write_play(home, tasks))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "renting reported an error" in flat(proc.stdout + proc.stderr)
+    assert [r["label"] for r in market.state.instances.values()] == ["flaky"]
+    rents = [r for r in market.state.requests if r[1].startswith("/api/v0/asks/")]
+    assert len(rents) == 1

@@ -407,3 +407,18 @@ def test_secret_bearing_fields_never_leave_the_client(api):
     for got in (listed[0], single):
         assert got == {"id": 1, "label": "x"}
         assert "secret" not in json.dumps(got)
+
+
+def test_renting_is_not_retried_after_a_possible_success(api):
+    # 502 after a rental may mean it happened: never retried; 429 means "not processed": retried.
+    assert api.retry_decision(502, None, 0, 5, 1.0, 30.0, 60.0, idempotent=False) is None
+    assert api.retry_decision(None, None, 0, 5, 1.0, 30.0, 60.0, idempotent=False) is None
+    assert api.retry_decision(429, None, 0, 5, 1.0, 30.0, 60.0, idempotent=False) == 1.0
+    sleeps: list[float] = []
+    script = Script([(503, {}, {}), (200, {}, {"success": True, "new_contract": 5})])
+    with pytest.raises(api.VastAIError) as err:
+        _client(api, script, sleeps).create_instance(1, {"image": "i"})
+    assert err.value.status == 503
+    assert len(script.calls) == 1
+    script = Script([(429, {}, {}), (200, {}, {"success": True, "new_contract": 5})])
+    assert _client(api, script, sleeps).create_instance(1, {"image": "i"}) == 5

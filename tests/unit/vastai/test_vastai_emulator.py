@@ -268,3 +268,12 @@ def test_cli_load_seed_accepts_wrapped_list(tmp_path):
     seed = tmp_path / "seed.json"
     seed.write_text(json.dumps({"instances": [{"id": 3}]}))
     assert cli.load_seed(str(seed)) == [{"id": 3}]
+
+
+def test_fault_after_processing_loses_the_reply_only():
+    state = _state(instances=[])
+    offer_id = next(iter(state.offers))
+    state.add_fault(Fault(status=502, path_prefix="/api/v0/asks/", after=True))
+    status, _, _ = state.handle("PUT", f"/api/v0/asks/{offer_id}/", {}, {"image": "i"}, AUTH)
+    assert status == 502
+    assert len(state.instances) == 1  # the rental happened

@@ -3,7 +3,8 @@
 API paths are answered by ``LabState.handle``. A few lab-only control paths (no auth,
 never part of the real API) let tests and the lab steer the emulator:
 
-  POST /_lab/faults     {"status": 429, "count": 2, "retry_after": "1", "path_prefix": "/api/"}
+  POST /_lab/faults     {"status": 429, "count": 2, "retry_after": "1", "path_prefix": "/api/",
+                         "after": false}   (after: process the call, then answer the fault)
   POST /_lab/instances  an instance object (seed one more instance)
   GET  /_lab/requests   the (method, path) log
 """
@@ -80,6 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
                         count=int(body.get("count", 1)),
                         path_prefix=str(body.get("path_prefix", "/")),
                         retry_after=body.get("retry_after"),
+                        after=bool(body.get("after", False)),
                     )
                 )
                 self._send(200, {}, {"success": True})

@@ -55,6 +55,7 @@ class Fault:
     path_prefix: str = "/"
     retry_after: str | None = None
     body: dict[str, Any] = field(default_factory=dict)
+    after: bool = False  # process the request first, then answer with the fault (lost reply)
 
 
 def encode_token(after_id: int) -> str:
@@ -439,19 +440,24 @@ class LabState:
         with self._lock:
             self.requests.append((method, path))
             fault = self._take_fault(path)
-            if fault is not None:
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                payload = fault.body or {
-                    "success": False,
-                    "error": f"lab_fault_{fault.status}",
-                    "msg": "injected by the lab",
-                }
-                return fault.status, headers, payload
+            if fault is not None and not fault.after:
+                return self._fault_response(fault)
             denied = self.authorize(auth_header, write=method != "GET")
             if denied is not None:
                 return denied
             self._tick()
-            return self._route(method, path, query, body)
+            result = self._route(method, path, query, body)
+            return self._fault_response(fault) if fault is not None else result
+
+    @staticmethod
+    def _fault_response(fault: Fault) -> Response:
+        headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+        payload = fault.body or {
+            "success": False,
+            "error": f"lab_fault_{fault.status}",
+            "msg": "injected by the lab",
+        }
+        return fault.status, headers, payload
 
     def _route(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Response:
         parts = [p for p in path.split("/") if p]
