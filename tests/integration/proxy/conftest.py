@@ -6,99 +6,15 @@ Everything listens on 127.0.0.1 on free ports; processes are ours and are stoppe
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from helpers import API_KEY, free_port
-
-REDIS_SERVER = "/usr/bin/redis-server"
-
-
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-class RedisServer:
-    """A real redis-server on a free loopback port; kill() and restart() keep the port."""
-
-    def __init__(self, workdir: Path, extra_args: list[str] | None = None) -> None:
-        self.workdir = workdir
-        self.extra_args = extra_args or []
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def _ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                "--logfile",
-                "redis.log",
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        _wait(self._ping, 10, "redis-server")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(5)
-        self.process = None
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def keys(self) -> list[str]:
-        import redis
-
-        client = redis.Redis.from_url(self.url)
-        try:
-            return sorted(k.decode() for k in client.keys("vastllm:*"))
-        finally:
-            client.close()
-
-    def flush(self) -> None:
-        import redis
-
-        client = redis.Redis.from_url(self.url)
-        try:
-            client.flushall()
-        finally:
-            client.close()
+from proxy_helpers import API_KEY, REDIS_SERVER, RedisServer, free_port, wait_for
 
 
 @pytest.fixture
@@ -138,7 +54,7 @@ class ProxyProcess:
             except httpx.HTTPError:
                 return False
 
-        _wait(up, 20, "the proxy")
+        wait_for(up, 20, "the proxy")
         return self
 
     def log(self) -> str:
@@ -171,10 +87,6 @@ def start_proxy(tmp_path) -> Iterator:
     yield start
     for proxy in started:
         proxy.stop()
-
-
-def claude_binary() -> str | None:
-    return shutil.which("claude")
 
 
 @pytest.fixture(scope="session")

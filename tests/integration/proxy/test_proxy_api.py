@@ -7,7 +7,7 @@ import uuid
 import anthropic
 import httpx
 import pytest
-from helpers import API_KEY, BASIC, WEATHER_TOOL, assert_anthropic_error, parse_sse, sse_text
+from proxy_helpers import API_KEY, BASIC, WEATHER_TOOL, assert_anthropic_error, parse_sse, sse_text
 
 NO_CACHE = {"cache-control": "no-cache"}
 

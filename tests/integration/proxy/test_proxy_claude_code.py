@@ -20,7 +20,7 @@ import time
 
 import httpx
 import pytest
-from helpers import API_KEY
+from proxy_helpers import API_KEY
 
 CLAUDE = shutil.which("claude")
 pytestmark = pytest.mark.skipif(

@@ -11,7 +11,7 @@ import uuid
 import anthropic
 import httpx
 import pytest
-from helpers import API_KEY, BASIC, assert_anthropic_error, free_port, parse_sse, sse_text
+from proxy_helpers import API_KEY, BASIC, assert_anthropic_error, free_port, parse_sse, sse_text
 
 MODEL = "qwen3-coder:30b"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from helpers import BASIC, WEATHER_TOOL
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from proxy_helpers import BASIC, WEATHER_TOOL
 
 scalars = st.none() | st.booleans() | st.integers(-5, 70000) | st.floats(allow_nan=False,
           allow_infinity=False, width=32) | st.text(max_size=12)  # fmt: skip

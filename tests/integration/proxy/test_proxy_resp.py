@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from proxy_helpers import REDIS_SERVER, RedisServer
 
-from conftest import REDIS_SERVER, RedisServer
 from vastllm.proxy.resp import RedisError, RespClient
 
 

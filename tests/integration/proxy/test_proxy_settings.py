@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import httpx
-from helpers import BASIC, assert_anthropic_error
+from proxy_helpers import BASIC, assert_anthropic_error
 
 
 def test_open_metrics_and_json_logs(ollama_emulator, start_proxy, tmp_path):
