@@ -14,7 +14,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from proxy_helpers import API_KEY, REDIS_SERVER, RedisServer, free_port, wait_for
+from proxy_helpers import (
+    API_KEY,
+    REDIS_SERVER,
+    RedisServer,
+    die_with_parent,
+    free_port,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -43,6 +50,7 @@ class ProxyProcess:
             env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
 
     def wait_ready(self) -> ProxyProcess:

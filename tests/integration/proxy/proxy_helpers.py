@@ -10,6 +10,15 @@ import time
 from pathlib import Path
 
 REDIS_SERVER = "/usr/bin/redis-server"
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the test process dies (even by SIGKILL)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 MODEL = "qwen3-coder:30b"
 API_KEY = "test-key-0123456789"
 BASIC = {
@@ -119,6 +128,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         wait_for(self._ping, 10, "redis-server")
 
