@@ -13,7 +13,7 @@ cat <<TXT
 
 The lab host serves the model through the vastllm proxy on http://127.0.0.1:8000. Point Claude Code at it:
   export ANTHROPIC_BASE_URL=http://127.0.0.1:8000
-  export ANTHROPIC_API_KEY=\$(docker exec vastllm-lab cat /etc/vastllm/proxy-api-key)
+  export ANTHROPIC_AUTH_TOKEN=\$(docker exec vastllm-lab cat /etc/vastllm/proxy-api-key)
   claude
 Health: curl -s http://127.0.0.1:8000/health
 TXT
