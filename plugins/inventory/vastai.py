@@ -280,8 +280,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self, row: dict[str, Any], hostvars: dict[str, Any], expr: str | None, strict: bool
     ) -> str:
         if not expr:
-            label = str(row.get("label") or "").strip()
-            return label if label else str(row.get("id"))
+            return str(api.default_hostname(row))
         try:
             value = self._compose(expr, {**row, **hostvars})
         except Exception as err:
@@ -293,7 +292,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             value = None
         text = str(value).strip() if value is not None else ""
         if not text:
-            return api.default_hostname(row) if row.get("label") else str(row.get("id"))
+            return str(api.default_hostname(row))
         return text
 
     def _default_groups(self, host: str, hostvars: dict[str, Any], prefix: str) -> None:

@@ -355,9 +355,9 @@ def public_instance(instance: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def default_hostname(instance: Mapping[str, Any]) -> str:
-    """The label when it is set, else ``vastai-<id>``."""
+    """The inventory's default host name: the label when it is set, else the instance id."""
     label = str(instance.get("label") or "").strip()
-    return label if label else f"vastai-{instance.get('id')}"
+    return label if label else str(instance.get("id"))
 
 
 def _matches_any(value: str, patterns: Iterable[str]) -> bool:

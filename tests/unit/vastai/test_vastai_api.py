@@ -422,3 +422,9 @@ def test_renting_is_not_retried_after_a_possible_success(api):
     assert len(script.calls) == 1
     script = Script([(429, {}, {}), (200, {}, {"success": True, "new_contract": 5})])
     assert _client(api, script, sleeps).create_instance(1, {"image": "i"}) == 5
+
+
+def test_default_hostname(api):
+    assert api.default_hostname({"id": 7, "label": " box "}) == "box"
+    assert api.default_hostname({"id": 7, "label": None}) == "7"
+    assert api.default_hostname({"id": 7, "label": ""}) == "7"
