@@ -12,5 +12,6 @@ ruff check .
 ruff format --check .
 yamllint -s .
 ansible-lint --profile production --offline
+mypy
 echo "== tests"
 exec python -m pytest "$@"
