@@ -102,7 +102,10 @@ options:
     description:
       - JSON file rewritten atomically while pulling, with the keys C(model), C(state),
         C(status), C(completed), C(total), C(percent), C(rate_bytes_per_s), C(message),
-        C(error), C(started_at), C(updated_at) (epoch seconds) and C(run_id).
+        C(error), C(started_at), C(updated_at) (epoch seconds), C(run_id) and C(finished).
+      - The first document of a run has C(state=checking); the last one has C(finished=true) and
+        C(state) V(done) or V(failed) (with the outcome in C(message)), so a poller knows when
+        to stop. Nothing is written in check mode.
       - Set to an empty string to disable.
     type: path
     default: /var/lib/vastllm/ollama-pull-progress.json
@@ -279,22 +282,53 @@ def free_disk_bytes(path: str) -> Optional[int]:
 
 
 class ProgressFile:
-    """Atomic, throttled writer of the pull progress document."""
+    """Atomic, throttled writer of the pull progress document.
+
+    Every document carries ``run_id`` and ``finished``; the last one written by a run has
+    ``finished: true`` (state ``done`` or ``failed``), so a poller knows when to stop.
+    """
 
     def __init__(self, path: str, run_id: str) -> None:
         self.path = path
         self.run_id = run_id
         self.warning: Optional[str] = None
         self._last_write = 0.0
+        self._last: Dict[str, Any] = {}
 
-    def write(self, record: Dict[str, Any], force: bool = False) -> None:
+    def start(self) -> None:
+        now = time.time()
+        self.write(
+            {
+                "model": None,
+                "state": "checking",
+                "status": "",
+                "completed": 0,
+                "total": 0,
+                "percent": 0.0,
+                "rate_bytes_per_s": 0.0,
+                "message": "checking candidates",
+                "error": None,
+                "started_at": now,
+                "updated_at": now,
+            },
+            force=True,
+        )
+
+    def finish(self, state: str, message: str) -> None:
+        record = dict(self._last, state=state, message=message, updated_at=time.time())
+        self.write(record, force=True, finished=True)
+
+    def write(self, record: Dict[str, Any], force: bool = False, finished: bool = False) -> None:
+        self._last = record
         if not self.path or self.warning:
             return
         now = time.time()
         if not force and now - self._last_write < PROGRESS_INTERVAL:
             return
         self._last_write = now
-        document = dict(record, run_id=self.run_id)
+        document = dict(record)
+        document["run_id"] = self.run_id  # these two last, in this order (pollers grep them)
+        document["finished"] = finished
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             if not os.path.isdir(directory):
@@ -313,9 +347,16 @@ class ProgressFile:
             self.warning = "cannot write progress file %s: %s" % (self.path, exc)
 
 
+def fail(module: AnsibleModule, progress: ProgressFile, msg: str, **kwargs: Any) -> None:
+    """fail_json, after marking the progress document as finished."""
+    progress.finish("failed", "failed: %s" % msg)
+    module.fail_json(msg=msg, **kwargs)
+
+
 class Runner:
-    def __init__(self, module: AnsibleModule) -> None:
+    def __init__(self, module: AnsibleModule, progress: ProgressFile) -> None:
         self.module = module
+        self.progress = progress
         p = module.params
         self.url: str = p["ollama_url"]
         self.check_mode: bool = module.check_mode
@@ -328,8 +369,7 @@ class Runner:
                 insecure=p["insecure"],
             )
         except ValueError as exc:
-            module.fail_json(msg=str(exc))
-        self.progress = ProgressFile(p["progress_file"] or "", p["run_id"] or "")
+            self.fail(str(exc))
         self.models_path: str = (
             p["models_path"] or os.environ.get("OLLAMA_MODELS") or DEFAULT_MODELS_PATH
         )
@@ -338,21 +378,20 @@ class Runner:
         self.memory_limit_bytes: Optional[int] = None if limit is None else int(limit) * MIB
         self.attempts: List[Dict[str, Any]] = []
 
+    def fail(self, msg: str, **kwargs: Any) -> None:
+        fail(self.module, self.progress, msg, **kwargs)
+
     # -- Ollama calls -------------------------------------------------------------------------
 
     def tags(self) -> Dict[str, Dict[str, Any]]:
         try:
             data = self.client.get_json("/api/tags")
         except OllamaUnreachable as exc:
-            self.module.fail_json(msg=str(exc), url=self.url, attempts=self.attempts)
+            self.fail(str(exc), url=self.url, attempts=self.attempts)
         except OllamaError as exc:
-            self.module.fail_json(
-                msg="listing models failed: %s" % exc, url=self.url, attempts=self.attempts
-            )
+            self.fail("listing models failed: %s" % exc, url=self.url, attempts=self.attempts)
         if not isinstance(data, dict):
-            self.module.fail_json(
-                msg="Ollama at %s answered /api/tags with %r, not a model list" % (self.url, data)
-            )
+            self.fail("Ollama at %s answered /api/tags with %r, not a list" % (self.url, data))
         return index_models(data)
 
     def pull(self, candidate: Candidate) -> Optional[str]:
@@ -440,7 +479,7 @@ class Runner:
                 return [Candidate(normalize_name(p["name"]))]
             return parse_candidates(p["candidates"])
         except CandidateError as exc:
-            self.module.fail_json(msg="invalid model list: %s" % exc)
+            self.fail("invalid model list: %s" % exc)
         raise AssertionError("unreachable")
 
     def record(self, candidate: Candidate, result: str, reason: str) -> None:
@@ -526,8 +565,8 @@ class Runner:
 
     def fail_all(self) -> None:
         lines = ["%s: %s (%s)" % (a["name"], a["result"], a["reason"]) for a in self.attempts]
-        self.module.fail_json(
-            msg="no candidate model could be used: " + "; ".join(lines),
+        self.fail(
+            "no candidate model could be used: " + "; ".join(lines),
             attempts=self.attempts,
             url=self.url,
             models_path=self.models_path,
@@ -582,8 +621,8 @@ class Runner:
             self.record(candidate, "removed", "removed")
             changed = True
         if errors:
-            self.module.fail_json(
-                msg="removing failed: " + "; ".join(errors), attempts=self.attempts, changed=changed
+            self.fail(
+                "removing failed: " + "; ".join(errors), attempts=self.attempts, changed=changed
             )
         removed = {a["name"].lower() for a in self.attempts if a["result"] != "absent"}
         after = [n for n in before if n.lower() not in removed]
@@ -632,19 +671,37 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    for key in ("pull_timeout",):
-        if p[key] <= 0:
-            module.fail_json(msg="%s must be positive, got %s" % (key, p[key]))
+    # no side effects in check mode: not even the progress file
+    path = "" if module.check_mode else p["progress_file"] or ""
+    progress = ProgressFile(path, p["run_id"] or "")
+    progress.start()
+    try:
+        problem = check_params(p)
+        if problem:
+            fail(module, progress, problem)
+        runner = Runner(module, progress)
+        result = runner.present() if p["state"] == "present" else runner.absent()
+    except SystemExit:
+        raise
+    except Exception as exc:  # no traceback for users: name the cause
+        fail(module, progress, "unexpected error: %s: %s" % (type(exc).__name__, exc))
+        raise AssertionError("unreachable") from exc
+    progress.finish("done", result["msg"])
+    if progress.warning:
+        module.warn(progress.warning)
+    module.exit_json(**result)
+
+
+def check_params(p: Dict[str, Any]) -> Optional[str]:
+    """The first invalid numeric option, in words, or None."""
+    if p["pull_timeout"] <= 0:
+        return "pull_timeout must be positive, got %s" % p["pull_timeout"]
     for key in ("retries", "retry_delay", "disk_margin_gb"):
         if p[key] < 0:
-            module.fail_json(msg="%s must not be negative, got %s" % (key, p[key]))
+            return "%s must not be negative, got %s" % (key, p[key])
     if p["memory_limit_mb"] is not None and p["memory_limit_mb"] <= 0:
-        module.fail_json(msg="memory_limit_mb must be positive, got %s" % p["memory_limit_mb"])
-    runner = Runner(module)
-    result = runner.present() if p["state"] == "present" else runner.absent()
-    if runner.progress.warning:
-        module.warn(runner.progress.warning)
-    module.exit_json(**result)
+        return "memory_limit_mb must be positive, got %s" % p["memory_limit_mb"]
+    return None
 
 
 if __name__ == "__main__":

@@ -245,7 +245,9 @@ def test_update_repulls_and_reports_changed_only_when_the_digest_changed(
 # --- check mode and diff ------------------------------------------------------------------------
 
 
-def test_check_mode_predicts_the_pull_without_pulling(ollama_emulator, ollama_model_cli) -> None:
+def test_check_mode_predicts_the_pull_without_pulling(
+    ollama_emulator, ollama_model_cli, tmp_path: Path
+) -> None:
     emu = ollama_emulator()
     outcome = ollama_model_cli(
         {"ollama_url": emu.url, "candidates": [BIG, SMALL], "memory_limit_mb": 8192}, check=True
@@ -256,6 +258,7 @@ def test_check_mode_predicts_the_pull_without_pulling(ollama_emulator, ollama_mo
     assert results(outcome) == [("qwen3-coder:30b", "skipped"), (SMALL, "would_pull")]
     assert "registry availability is not verified" in outcome["msg"]
     assert tags(emu.url) == {}
+    assert not (tmp_path / "progress.json").exists()  # no side effect at all
 
 
 def test_check_mode_with_present_model_is_unchanged(ollama_emulator, ollama_model) -> None:
@@ -392,7 +395,10 @@ def test_progress_file_shows_growing_completed_bytes_during_a_slow_pull(
     assert final["total"] >= 986_062_089
     assert final["completed"] == final["total"]
     assert final["percent"] == 100.0
-    assert final["message"].startswith(f"pulled {CODER_SMALL}: 1.0 of 1.0 GB (100%)")
+    assert final["finished"] is True
+    assert final["message"] == f"{CODER_SMALL} pulled"
+    assert seen[0]["state"] in ("checking", "pulling")
+    assert all(r["finished"] is False for r in seen[:-1])
 
     pulling = [r["completed"] for r in seen if r["state"] == "pulling"]
     distinct = sorted(set(pulling))

@@ -126,8 +126,10 @@ def test_stream_that_keeps_breaking_fails_after_retries(fake, tmp_path: Path) ->
     assert reason.startswith(f"network/server failure after 3 attempt(s) at {url}")
     assert "the pull stream ended early (last status: pulling ab)" in reason
     progress = json.loads((tmp_path / "progress.json").read_text())
-    assert progress["state"] == "retrying"
-    assert progress["completed"] == 40
+    assert progress["state"] == "failed"
+    assert progress["finished"] is True
+    assert progress["message"] == "failed: " + outcome["msg"]
+    assert progress["completed"] == 40  # the last figures seen are kept
 
 
 def test_persistent_busy_server_names_the_server_error(fake, tmp_path: Path) -> None:

@@ -106,9 +106,9 @@ def present(url: str) -> set[str]:
 def test_first_run_falls_back_pulls_with_progress_publishes_fact_second_run_unchanged(
     ollama_emulator, tmp_path: Path
 ) -> None:
-    # ~0.4 GB/s: qwen2.5-coder:7b (4.7 GB) takes about 12 s, long enough to watch the progress
-    # with 1 s polls even on a busy machine.
-    emu = ollama_emulator(env={"VASTLLM_LAB_PULL_RATE": "0.4e9"})
+    # ~0.8 GB/s: qwen2.5-coder:7b (4.7 GB) takes about 6 s, long enough to watch the progress
+    # with 1 s polls.
+    emu = ollama_emulator(env={"VASTLLM_LAB_PULL_RATE": "0.8e9"})
     play_vars = {
         "model_ollama_url": emu.url,
         "model_models_path": emu.models_dir,
@@ -133,16 +133,17 @@ def test_first_run_falls_back_pulls_with_progress_publishes_fact_second_run_unch
     assert 0 < float(fact["ready_seconds"]) < 60
 
     # Progress was printed round after round while the pull ran.
-    line = r"(pulling|pulled) qwen2\.5-coder:7b: (\d+\.\d) of 4\.7 GB \((\d+)%\)"
+    line = r"\(item=pulling qwen2\.5-coder:7b: (\d+\.\d) of 4\.7 GB \((\d+)%\) at [\d.]+ MB/s\)"
     progress = re.findall(line, first.flat)
-    assert len(progress) >= 2, first.output
-    percents = [int(p) for _, _, p in progress]
+    assert len(progress) >= 3, first.output
+    percents = [int(p) for _, p in progress]
     assert percents == sorted(percents)
     assert 0 < percents[0] < 100  # seen while the download was running
     assert len(set(percents)) >= 2
     assert 0 <= float(fact["server_seconds"]) <= float(fact["ready_seconds"])
     # The warm-up left the model loaded; the verification got a real answer.
     assert [m["name"] for m in get_json(f"{emu.url}/api/ps")["models"]] == ["qwen2.5-coder:7b"]
+    assert "(item=qwen2.5-coder:7b pulled [done])" in first.flat
     assert "qwen2.5-coder:7b answered" in first.flat
 
     second = run_role(tmp_path, play_vars)
@@ -213,6 +214,28 @@ def test_nothing_fits_fails_naming_every_attempt(ollama_emulator, tmp_path: Path
     assert "qwen2.5-coder:7b: skipped (needs 8.0 GB of memory" in run.flat
     assert "qwen2.5-coder:1.5b: failed (pull failed: pull model manifest" in run.flat
     assert present(emu.url) == set()
+
+
+def test_unwritable_progress_file_degrades_to_plain_waiting(
+    ollama_emulator, tmp_path: Path
+) -> None:
+    emu = ollama_emulator(preload=["qwen3:0.6b"])
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    run = run_role(
+        tmp_path,
+        {
+            "model_ollama_url": emu.url,
+            "model_candidates": ["qwen3:0.6b"],
+            "model_progress_file": str(blocker / "progress.json"),
+            "model_progress_poll": 1,
+        },
+    )
+    assert run.rc == 0, run.output
+    assert run.fact["name"] == "qwen3:0.6b"
+    assert "waiting for the job to report" in run.flat
+    assert run.flat.count("waiting for the job to report") <= 8  # gave up polling, no hang
+    assert "cannot write progress file" in run.flat  # the module's warning
 
 
 def test_check_mode_cpu_mode_predicts_without_pulling(ollama_emulator, tmp_path: Path) -> None:

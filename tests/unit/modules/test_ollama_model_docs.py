@@ -64,11 +64,34 @@ def test_progress_file_is_written_atomically_with_run_id(tmp_path: Path) -> None
     writer = module.ProgressFile(str(target), "run-1")
     writer.write({"model": "m", "completed": 1}, force=True)
     writer.write({"model": "m", "completed": 2})  # throttled: within 0.5 s of the last write
-    assert json.loads(target.read_text()) == {"model": "m", "completed": 1, "run_id": "run-1"}
+    assert json.loads(target.read_text()) == {
+        "model": "m",
+        "completed": 1,
+        "run_id": "run-1",
+        "finished": False,
+    }
     writer.write({"model": "m", "completed": 3}, force=True)
     assert json.loads(target.read_text())["completed"] == 3
     assert stat.S_IMODE(target.stat().st_mode) == 0o644
     assert [p.name for p in target.parent.iterdir()] == ["progress.json"]  # no temp files left
+
+
+def test_progress_file_starts_checking_and_finishes_with_the_last_figures(tmp_path: Path) -> None:
+    target = tmp_path / "progress.json"
+    writer = module.ProgressFile(str(target), "run-7")
+    writer.start()
+    started = json.loads(target.read_text())
+    assert started["state"] == "checking"
+    assert started["finished"] is False
+    assert started["message"] == "checking candidates"
+    writer.write({"model": "m", "state": "pulling", "completed": 5, "total": 10}, force=True)
+    writer.finish("done", "m pulled")
+    text = target.read_text()
+    final = json.loads(text)
+    assert final["finished"] is True
+    assert (final["state"], final["message"], final["completed"]) == ("done", "m pulled", 5)
+    # pollers (the model role's wait_for) look for this exact text
+    assert text.endswith('"run_id": "run-7", "finished": true}')
 
 
 def test_progress_file_under_a_regular_file_becomes_a_warning(tmp_path: Path) -> None:
