@@ -238,3 +238,11 @@ def test_invalid_base_url_is_rejected() -> None:
 def test_backoff_doubles_and_caps() -> None:
     assert list(backoff_delays(5, 4.0, cap=30.0)) == [4.0, 8.0, 16.0, 30.0, 30.0]
     assert list(backoff_delays(0, 1.0)) == []
+
+
+def test_stream_without_retries_fails_at_once_when_refused() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    sleeps: list[float] = []
+    with pytest.raises(OllamaUnreachable):
+        list(client(url, sleeps, retries=5).stream_ndjson("/api/pull", {"model": "m"}, retries=0))
+    assert sleeps == []  # the caller (the module's pull loop) does the retrying
