@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from ollama_module_run import REPO, direct_command, parse_direct, tags
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
 BIG = {"name": "qwen3-coder:30b", "size_gb": 19, "memory_gb": 24}
 SMALL = "qwen3:0.6b"

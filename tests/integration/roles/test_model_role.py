@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[3]
 PLAYBOOK_BIN = str(Path(sys.executable).with_name("ansible-playbook"))
