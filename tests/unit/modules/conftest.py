@@ -2,4 +2,4 @@
 
 from __future__ import annotations
 
-import vastllm_module_loader  # noqa: F401  (registers on import)
+import plugin_loader  # noqa: F401  (registers on import)

@@ -8,7 +8,8 @@ import stat
 from pathlib import Path
 
 import yaml
-from vastllm_module_loader import load_module
+
+from plugin_loader import load_module
 
 module = load_module("ollama_model")
 

@@ -7,37 +7,17 @@ An in-process emulator (``vastllm.lab.vastai``) listens on 127.0.0.1 for the HTT
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-import ansible.module_utils
 import pytest
 
+from plugin_loader import load_inventory_plugin, load_module, load_module_util
 from vastllm.lab.vastai.server import LabServer
 from vastllm.lab.vastai.state import LabState
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _load(full: str, path: Path) -> ModuleType:
-    if full in sys.modules:
-        return sys.modules[full]
-    spec = importlib.util.spec_from_file_location(full, path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[full] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_module_util(name: str) -> ModuleType:
-    module = _load(f"ansible.module_utils.{name}", REPO / "plugins" / "module_utils" / f"{name}.py")
-    setattr(ansible.module_utils, name, module)
-    return module
 
 
 vastai_api = load_module_util("vastai_api")
@@ -56,14 +36,12 @@ def offers_mod() -> ModuleType:
 
 @pytest.fixture
 def module_file() -> ModuleType:
-    return _load(
-        "vastllm_test_vastai_instance", REPO / "plugins" / "modules" / "vastai_instance.py"
-    )
+    return load_module("vastai_instance")
 
 
 @pytest.fixture
 def inventory_plugin_module() -> ModuleType:
-    return _load("vastllm_test_vastai_inventory", REPO / "plugins" / "inventory" / "vastai.py")
+    return load_inventory_plugin("vastai")
 
 
 @pytest.fixture

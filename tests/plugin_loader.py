@@ -14,7 +14,7 @@ from types import ModuleType
 
 import ansible.module_utils
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _load(full: str, path: Path) -> ModuleType:
@@ -41,3 +41,7 @@ def load_module(name: str) -> ModuleType:
 
 load_module_util("model_fit")
 load_module_util("ollama_api")
+
+
+def load_inventory_plugin(name: str) -> ModuleType:
+    return _load(f"vastllm_test_inventory.{name}", REPO / "plugins" / "inventory" / f"{name}.py")
