@@ -9,11 +9,24 @@ Closing a response before its end closes the connection, which makes Ollama stop
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
+
+
+def _chunk_size(line: bytes) -> int:
+    """The size of a chunk from its size line (extensions ignored). A line that is not 1 to 8
+    hex digits is a protocol error (ValueError): never read as 0 or as a negative size."""
+    digits = line.split(b";", 1)[0].strip()
+    if not _CHUNK_SIZE.fullmatch(digits):
+        raise ValueError(f"bad chunk size line {line[:20]!r}")
+    return int(digits, 16)
 
 
 class UpstreamError(Exception):
@@ -78,7 +91,7 @@ class Response:
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives. Raises UpstreamTimeout or ConnectionLost."""
-        if self._stream is None:
+        if self._stream is None or self._done:
             return
         reader = self._stream[0]
         try:
@@ -136,7 +149,7 @@ class Response:
                 end = buffer.find(b"\r\n")
                 if end < 0:
                     break
-                size = int(buffer[:end].split(b";", 1)[0].strip() or b"0", 16)
+                size = _chunk_size(buffer[:end])
                 if size == 0:
                     if buffer.find(b"\r\n\r\n", end) < 0:
                         break  # trailers (normally none) not complete yet
@@ -147,6 +160,8 @@ class Response:
                     return
                 if len(buffer) < end + 2 + size + 2:
                     break
+                if buffer[end + 2 + size : end + 4 + size] != b"\r\n":
+                    raise ValueError("chunk not followed by CRLF")
                 pieces.append(buffer[end + 2 : end + 2 + size])
                 buffer = buffer[end + 2 + size + 2 :]
             self._buffer = buffer
@@ -231,7 +246,8 @@ class UpstreamPool:
             head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
         payload = (head + "\r\n").encode() + (body or b"")
         for attempt in range(2):
-            stream = self._take_idle()
+            # The retry connects afresh: another idle connection may be just as stale.
+            stream = self._take_idle() if attempt == 0 else None
             reused = stream is not None
             if stream is None:
                 stream = await self._connect()
