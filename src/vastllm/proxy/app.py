@@ -21,7 +21,7 @@ import orjson
 
 from vastllm import __version__
 from vastllm.proxy.cache import AnswerCache, CacheBypass, cache_key
-from vastllm.proxy.config import Settings, resolve_model
+from vastllm.proxy.config import Settings, redact_url, resolve_model
 from vastllm.proxy.errors import ProxyError, error_json, invalid
 from vastllm.proxy.metrics import Metrics
 from vastllm.proxy.resp import RespClient
@@ -30,8 +30,11 @@ from vastllm.proxy.translate import (
     ChatRequest,
     ResponseAssembler,
     build_chat,
+    estimate_prompt_tokens,
     new_message_id,
+    new_tool_use_id,
     parse_request,
+    prompt_tokens,
     replay_events,
 )
 from vastllm.proxy.upstream import (
@@ -106,6 +109,14 @@ def map_upstream_status(status: int, detail: str, model: str) -> ProxyError:
     if 400 <= status < 500:
         return invalid(f"backend rejected the request: {detail}")
     return ProxyError("api_error", f"backend error (HTTP {status}): {detail}")
+
+
+def _decode_entry(stored: bytes) -> dict[str, Any] | None:
+    try:
+        entry = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 def _error_detail(body: bytes) -> str:
@@ -404,8 +415,11 @@ class ProxyApp:
         self._thinking[model] = "thinking" in capabilities
         return self._thinking[model]
 
-    async def _cache_lookup(self, call: _Call, key: str | None) -> tuple[bytes | None, str | None]:
-        """(stored answer or None, key to store under or None)."""
+    async def _cache_lookup(
+        self, call: _Call, key: str | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """(stored answer or None, key to store under or None). An entry that does not decode
+        to a JSON object (corrupted, written by something else) is a miss, never a 5xx."""
         if key is None or self.cache is None:
             call.cache = "bypass"
             self.metrics.record_cache("bypass")
@@ -416,9 +430,10 @@ class ProxyApp:
             call.cache = "bypass"
             self.metrics.record_cache("bypass")
             return None, None
-        call.cache = "hit" if stored is not None else "miss"
+        entry = _decode_entry(stored) if stored is not None else None
+        call.cache = "hit" if entry is not None else "miss"
         self.metrics.record_cache(call.cache)
-        return stored, key
+        return entry, key
 
     def _wants_cache(self, call: _Call) -> bool:
         control = call.headers.get(b"cache-control", b"").lower()
@@ -443,10 +458,14 @@ class ProxyApp:
         finally:
             watcher.cancel()
 
-    async def _answer_from_cache(self, call: _Call, request: ChatRequest, stored: bytes) -> None:
-        message = orjson.loads(stored)
+    async def _answer_from_cache(
+        self, call: _Call, request: ChatRequest, message: dict[str, Any]
+    ) -> None:
         message["id"] = new_message_id()
         message["model"] = request.model
+        for block in message.get("content") or ():
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                block["id"] = new_tool_use_id()  # ids are per answer, not shared across sessions
         usage = message.get("usage") or {}
         call.tokens = (usage.get("input_tokens", 0), usage.get("output_tokens", 0))
         if not request.stream:
@@ -476,6 +495,7 @@ class ProxyApp:
             stop_sequences=request.stop_sequences,
             thinking=request.thinking,
             emit=request.stream,
+            input_estimate=estimate_prompt_tokens(chat),
         )
 
         final: list[bytes] = []
@@ -646,7 +666,7 @@ class ProxyApp:
         key = cache_key(fields, "count") if self._wants_cache(call) else None
         stored, key = await self._cache_lookup(call, key)
         if stored is not None:
-            await self._send_body(call, 200, stored)
+            await self._send_body(call, 200, orjson.dumps(stored))
             return
         assert self.upstream is not None
         chat = build_chat(request, backend, stream=False, supports_thinking=False, num_predict=1)
@@ -665,7 +685,7 @@ class ProxyApp:
             count = None
         if not isinstance(count, int):
             raise ProxyError("api_error", "backend did not report a prompt token count")
-        body = orjson.dumps({"input_tokens": count})
+        body = orjson.dumps({"input_tokens": prompt_tokens(count, estimate_prompt_tokens(chat))})
         await self._send_body(call, 200, body)
         if key is not None and self.cache is not None:
             await self.cache.put(key, body)
@@ -714,7 +734,7 @@ class ProxyApp:
         reachable = not isinstance(version, BaseException)
         ollama: dict[str, Any] = {
             "reachable": reachable,
-            "url": self.settings.ollama_url,
+            "url": redact_url(self.settings.ollama_url),
             "version": version.get("version") if isinstance(version, dict) else None,
         }
         if not reachable:

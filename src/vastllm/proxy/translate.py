@@ -9,7 +9,7 @@ and ``replay_events`` turns a stored final message back into a well-formed event
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -455,6 +455,29 @@ def _arguments(raw: Any) -> dict[str, Any]:
     return {}
 
 
+def estimate_prompt_tokens(chat: Mapping[str, Any]) -> int:
+    """A rough prompt size (about 4 characters a token) from the text Ollama will see."""
+    chars = 0
+    for message in chat.get("messages") or ():
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+    tools = chat.get("tools")
+    if tools:
+        chars += len(orjson.dumps(tools))
+    return chars // 4
+
+
+def prompt_tokens(reported: int | None, estimate: int) -> int:
+    """The prompt tokens to report. Ollama counts only the prompt tokens it evaluated: when it
+    reuses its cache for the start of a conversation (every later turn of Claude Code), the count
+    covers just the new part. A client that sizes its context from `usage.input_tokens` must not
+    see that, so a count far below the estimate is replaced by the estimate."""
+    if reported is None or reported * 2 < estimate:
+        return estimate
+    return reported
+
+
 @dataclass(slots=True)
 class ResponseAssembler:
     """Feed Ollama chunks; get Anthropic stream events and, at the end, the final message.
@@ -469,6 +492,7 @@ class ResponseAssembler:
     thinking: bool = False
     emit: bool = True
     new_tool_id: Callable[[], str] = new_tool_use_id
+    input_estimate: int = 0  # estimate_prompt_tokens() of the request, see prompt_tokens()
 
     content: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
@@ -655,19 +679,22 @@ class ResponseAssembler:
                 if isinstance(calls, list):
                     for call in calls:
                         self._emit_tool_call(call, events)
-        if self.finished:  # a stop sequence matched: the answer ends here
+        if self.finished:  # a stop sequence matched: the answer ends here, before Ollama's counts
+            self.input_tokens = self.input_tokens or self.input_estimate
             events.extend(self._finish(None))
         elif chunk.get("done"):
             prompt = chunk.get("prompt_eval_count")
             generated = chunk.get("eval_count")
-            self.input_tokens = prompt if isinstance(prompt, int) else 0
+            self.input_tokens = prompt_tokens(
+                prompt if isinstance(prompt, int) else None, self.input_estimate
+            )
             self.output_tokens = generated if isinstance(generated, int) else self._chunks
             self._flush_pending(events)
             reason = chunk.get("done_reason")
-            if any(block["type"] == "tool_use" for block in self.content):
-                self.stop_reason = "tool_use"
-            elif reason == "length":
+            if reason == "length":  # cut off, even in the middle of a tool call
                 self.stop_reason = "max_tokens"
+            elif any(block["type"] == "tool_use" for block in self.content):
+                self.stop_reason = "tool_use"
             else:
                 self.stop_reason = "end_turn"
             events.extend(self._finish(reason))

@@ -97,6 +97,58 @@ def test_redis_killed_mid_run_then_back(ollama_emulator, redis_server, start_pro
     assert len(warnings) == 1  # at most one warning a minute
 
 
+def test_corrupted_cache_entry_is_a_miss_not_a_5xx(ollama_emulator, redis_server, start_proxy):
+    import redis
+
+    backend = ollama_emulator(preload=[MODEL])
+    request = body("corrupted entry")
+    first = start_proxy(backend.url, redis_server.url)
+    with httpx.Client(base_url=first.url, timeout=30) as http:
+        assert http.post("/v1/messages", json=request).headers["x-cache"] == "miss"
+    (key,) = redis_server.keys()
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        client.set(key, b"\x00 not json")
+    finally:
+        client.close()
+    fresh = start_proxy(backend.url, redis_server.url)  # empty memory tier: reads Redis
+    with httpx.Client(base_url=fresh.url, timeout=30) as http:
+        answer = http.post("/v1/messages", json=request)
+        assert answer.status_code == 200
+        assert answer.headers["x-cache"] == "miss"
+        assert answer.json()["content"][0]["text"]
+        assert http.post("/v1/messages", json=request).headers["x-cache"] == "hit"
+
+
+def test_cache_hit_gives_tool_use_blocks_fresh_ids(shared_proxy, http):
+    request = {
+        **BASIC,
+        "messages": [{"role": "user", "content": f"use get_weather {uuid.uuid4().hex}"}],
+        "tools": [
+            {
+                "name": "get_weather",
+                "description": "weather",
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}},
+                    "required": ["city"],
+                },
+            }
+        ],
+    }
+    first = http.post("/v1/messages", json=request)
+    again = http.post("/v1/messages", json=request)
+    assert (first.headers["x-cache"], again.headers["x-cache"]) == ("miss", "hit")
+    ids = [
+        [b["id"] for b in answer.json()["content"] if b["type"] == "tool_use"]
+        for answer in (first, again)
+    ]
+    assert ids[0]
+    assert ids[1]
+    assert ids[0] != ids[1]
+    assert again.json()["stop_reason"] == "tool_use"
+
+
 def test_cache_disabled_answers_bypass(ollama_emulator, start_proxy):
     backend = ollama_emulator(preload=[MODEL])
     proxy = start_proxy(backend.url, "")

@@ -11,7 +11,9 @@ from vastllm.proxy.errors import ProxyError
 from vastllm.proxy.translate import (
     ResponseAssembler,
     build_chat,
+    estimate_prompt_tokens,
     parse_request,
+    prompt_tokens,
     replay_events,
 )
 
@@ -600,3 +602,62 @@ def test_replay_matches_live_stream_for_the_same_message():
         e for n, e in live if n == "content_block_delta"
     ]
     assert replay[-2][1]["delta"] == live[-2][1]["delta"]
+
+
+# ----------------------------------------------------------------------------- usage
+
+
+def test_prompt_estimate_counts_message_text_and_tools():
+    chat = {
+        "messages": [
+            {"role": "system", "content": "a" * 400},
+            {"role": "user", "content": "b" * 40},
+        ],
+        "tools": [{"type": "function", "function": {"name": "t"}}],
+    }
+    tools_chars = len(orjson.dumps(chat["tools"]))
+    assert estimate_prompt_tokens(chat) == (440 + tools_chars) // 4
+    assert estimate_prompt_tokens({"messages": []}) == 0
+
+
+@pytest.mark.parametrize(
+    ("reported", "estimate", "expected"),
+    [
+        (120, 100, 120),  # Ollama's count is trusted when it is plausible
+        (60, 100, 60),
+        (3, 5000, 5000),  # prompt cache reuse: Ollama counted only the new tokens
+        (None, 42, 42),  # no count at all
+    ],
+)
+def test_prompt_tokens(reported, estimate, expected):
+    assert prompt_tokens(reported, estimate) == expected
+
+
+def test_usage_falls_back_to_the_estimate_when_ollama_reused_its_cache():
+    asm, _ = assemble(text_chunks("hi", prompt=4), input_estimate=20000)
+    assert asm.message()["usage"]["input_tokens"] == 20000
+
+
+def test_stop_sequence_answer_reports_the_estimate_not_zero():
+    asm, _ = assemble(
+        text_chunks("one ", "two ", "three"), stop_sequences=("two",), input_estimate=77
+    )
+    message = asm.message()
+    assert message["stop_reason"] == "stop_sequence"
+    assert message["usage"]["input_tokens"] == 77
+
+
+def test_tool_call_cut_by_length_is_max_tokens():
+    chunks = [
+        {
+            "message": {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "x"}}}],
+            },
+            "done": False,
+        },
+        {"message": {"content": ""}, "done": True, "done_reason": "length", "eval_count": 5},
+    ]
+    asm, _ = assemble(chunks)
+    assert asm.message()["stop_reason"] == "max_tokens"
