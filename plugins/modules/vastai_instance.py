@@ -573,9 +573,9 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
     "image": {"type": "str"},
     "image_login": {"type": "str", "no_log": True},
     "disk": {"type": "float", "default": 32},
-    "env": {"type": "dict", "default": {}},
+    "env": {"type": "dict", "default": {}, "no_log": True},
     "ports": {"type": "list", "elements": "raw", "default": []},
-    "onstart": {"type": "str"},
+    "onstart": {"type": "str", "no_log": True},
     "ssh_key": {"type": "str", "no_log": False},
     "ssh_direct": {"type": "bool", "default": True},
     "connect_with": {
