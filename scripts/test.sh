@@ -14,4 +14,6 @@ yamllint -s .
 ansible-lint --profile production --offline
 mypy
 echo "== tests"
+# The lab host (an SSH-reached container) backs the discovery -> provisioning test over real SSH.
+vastllm-lab host up
 exec python -m pytest "$@"
