@@ -237,7 +237,9 @@ def up(spec: HostSpec) -> None:
         )  # fmt: skip
     _run(
         ["docker", "exec", "-i", spec.name, "sh", "-c",
-         "umask 077 && mkdir -p /root/.ssh && cat > /root/.ssh/authorized_keys"],
+         # added, not replaced: another checkout may use the same lab host with its own key
+         "umask 077 && mkdir -p /root/.ssh && f=/root/.ssh/authorized_keys && touch $f"
+         ' && key=$(cat) && (grep -qxF "$key" $f || echo "$key" >> $f)'],
         input_text=pubkey,
     )  # fmt: skip
     _wait_ssh(spec)

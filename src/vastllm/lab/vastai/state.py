@@ -46,6 +46,15 @@ REGIONS = (
 )
 
 
+def _no_such_instance(instance_id: int | None) -> Response:
+    """The API's answer for an instance id it does not know."""
+    return (
+        404,
+        {},
+        {"success": False, "error": "no_such_instance", "msg": f"instance {instance_id} not found"},
+    )
+
+
 @dataclass
 class Fault:
     """Answer the next ``count`` requests whose path starts with ``path_prefix`` with ``status``."""
@@ -538,29 +547,13 @@ class LabState:
     def get_instance(self, instance_id: int) -> Response:
         row = self.instances.get(instance_id)
         if row is None:
-            return (
-                404,
-                {},
-                {
-                    "success": False,
-                    "error": "no_such_instance",
-                    "msg": f"instance {instance_id} not found",
-                },
-            )
+            return _no_such_instance(instance_id)
         return 200, {}, {"instances": self._public(row)}
 
     def update_instance(self, instance_id: int, body: Any) -> Response:
         row = self.instances.get(instance_id)
         if row is None:
-            return (
-                404,
-                {},
-                {
-                    "success": False,
-                    "error": "no_such_instance",
-                    "msg": f"instance {instance_id} not found",
-                },
-            )
+            return _no_such_instance(instance_id)
         if not isinstance(body, dict) or not ({"state", "label"} & body.keys()):
             return (
                 400,
@@ -599,26 +592,14 @@ class LabState:
 
     def destroy_instance(self, instance_id: int) -> Response:
         if self.instances.pop(instance_id, None) is None:
-            return (
-                404,
-                {},
-                {
-                    "success": False,
-                    "error": "no_such_instance",
-                    "msg": f"instance {instance_id} not found",
-                },
-            )
+            return _no_such_instance(instance_id)
         self._ready_at.pop(instance_id, None)
         self.ssh_keys.pop(instance_id, None)
         return 200, {}, {"success": True}
 
     def attach_ssh(self, instance_id: int | None, body: Any) -> Response:
         if instance_id is None or instance_id not in self.instances:
-            return (
-                404,
-                {},
-                {"success": False, "error": "no_such_instance", "msg": "instance not found"},
-            )
+            return _no_such_instance(instance_id)
         key = body.get("ssh_key") if isinstance(body, dict) else None
         if not isinstance(key, str) or not key.startswith(("ssh-", "ecdsa-", "sk-")):
             return (
