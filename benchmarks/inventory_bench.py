@@ -29,8 +29,8 @@ from typing import Any
 
 import yaml
 
-from vastllm.lab.vastai.server import LabServer
-from vastllm.lab.vastai.state import LabState, generate_instances
+from vastllm_lab.vastai.server import LabServer
+from vastllm_lab.vastai.state import LabState, generate_instances
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -36,7 +36,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from vastllm.lab.ollama.process import LabOllamaProcess
+from vastllm_lab.ollama.process import LabOllamaProcess
 
 MODEL = "qwen3-coder:30b"
 NUM_PREDICT = 64

@@ -43,12 +43,13 @@ fi
 
 # --- Virtualenv with the package and the controller/test tools -----------------------------------------------
 stamp=.venv/.vastllm-setup
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+want=$(cat pyproject.toml lab/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "Installing the Python tools into .venv"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  # The product (proxy, installed on GPU hosts) and, apart, the lab doubles (tests and the local lab only).
+  .venv/bin/python -m pip install -q -e ".[test]" -e ./lab
   echo "$want" >"$stamp"
 fi
 
@@ -61,6 +62,15 @@ if ! .venv/bin/ansible-galaxy collection list community.docker 2>/dev/null | gre
     echo "Ansible Galaxy is not reachable: using the collections of the ansible community package (PyPI)"
     .venv/bin/python -m pip install -q 'ansible>=12,<13'
   fi
+fi
+
+# --- This checkout as the collection vastllm.stack ---------------------------------------------------------
+# ansible.cfg looks for collections in .cache/collections first: a link there makes the checkout itself the
+# collection, so playbooks, Molecule and the inventory use the working tree by FQCN, with no build step.
+link=.cache/collections/ansible_collections/vastllm/stack
+if [ "$(readlink "$link" 2>/dev/null)" != "$REPO" ]; then
+  mkdir -p "$(dirname "$link")"
+  ln -sfn "$REPO" "$link"
 fi
 
 # --- Claude Code (npm), the client the end-to-end test drives through the proxy -------------------------

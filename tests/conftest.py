@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from vastllm.lab.ollama.process import LabOllamaProcess
+from vastllm_lab.ollama.process import LabOllamaProcess
 
 
 class OllamaEmulatorFactory:

@@ -23,7 +23,7 @@ options:
     description: Marks the file as a configuration of this plugin.
     required: true
     type: str
-    choices: [vastai]
+    choices: [vastllm.stack.vastai, vastai]
   api_key:
     description:
       - vast.ai API key. May be a template, e.g. C({{ vault_vast_api_key }}).
@@ -115,13 +115,13 @@ options:
 
 EXAMPLES = r"""
 # inventory/vastai.yml - running instances, key from VAST_API_KEY or the vastai CLI.
-plugin: vastai
+plugin: vastllm.stack.vastai
 groups:
   vastllm: vastai_status == 'running'
 
 ---
 # Only the RTX 4090 boxes labelled vastllm-*, through the SSH proxy, cached for 5 minutes.
-plugin: vastai
+plugin: vastllm.stack.vastai
 labels: ["vastllm-*"]
 gpu_names: [RTX_4090]
 connect_with: proxy
@@ -132,14 +132,14 @@ cache_timeout: 300
 
 ---
 # Server-side filter: instances with at least 2 GPUs.
-plugin: vastai
+plugin: vastllm.stack.vastai
 filters:
   num_gpus:
     gte: 2
 
 ---
 # Key from a vault, hostnames from the id, extra groups.
-plugin: vastai
+plugin: vastllm.stack.vastai
 api_key: "{{ vault_vast_api_key }}"
 hostname: "'vast-' ~ id"
 keyed_groups:
@@ -150,37 +150,19 @@ compose:
 """
 
 import hashlib
-import importlib.util
 import os
-import sys
 from typing import Any
 
 from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 
-
-def _load_api() -> Any:
-    """Load the shared client from ../module_utils (this repository is not a collection)."""
-    name = "vastllm_vastai_api"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = os.path.join(
-        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils", "vastai_api.py"
-    )
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise AnsibleError(f"vastai inventory: cannot load its API client from {path}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from ..module_utils import vastai_api as api
 
 
-api = _load_api()
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
-    NAME = "vastai"
+    NAME = "vastllm.stack.vastai"
 
     def verify_file(self, path: str) -> bool:
         if not super().verify_file(path):

@@ -246,7 +246,7 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.model_fit import (
+from ansible_collections.vastllm.stack.plugins.module_utils.model_fit import (
     GB,
     MIB,
     Candidate,
@@ -259,7 +259,7 @@ from ansible.module_utils.model_fit import (
     parse_candidates,
     present_names,
 )
-from ansible.module_utils.ollama_api import OllamaClient, OllamaError, OllamaUnreachable
+from ansible_collections.vastllm.stack.plugins.module_utils.ollama_api import OllamaClient, OllamaError, OllamaUnreachable
 
 DEFAULT_MODELS_PATH = "/root/.ollama/models"
 PROGRESS_INTERVAL = 0.5  # seconds between progress-file rewrites

@@ -247,7 +247,7 @@ import time
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
-from ansible.module_utils.vastai_api import (
+from ansible_collections.vastllm.stack.plugins.module_utils.vastai_api import (
     VastAIClient,
     VastAIError,
     default_hostname,
@@ -256,7 +256,7 @@ from ansible.module_utils.vastai_api import (
     resolve_api_key,
     ssh_endpoint,
 )
-from ansible.module_utils.vastai_offers import (
+from ansible_collections.vastllm.stack.plugins.module_utils.vastai_offers import (
     OfferCriteria,
     OfferError,
     build_create_payload,

@@ -11,8 +11,8 @@ import urllib.request
 
 import pytest
 
-from vastllm.lab.ollama.archive import ArchiveError, build_archive, main
-from vastllm.lab.ollama.process import LabOllamaProcess
+from vastllm_lab.ollama.archive import ArchiveError, build_archive, main
+from vastllm_lab.ollama.process import LabOllamaProcess
 
 SYSTEM_PATH = "/usr/bin:/bin"  # bin/ollama must run on the system python3, without our venv
 
@@ -46,7 +46,7 @@ def test_layout_like_the_official_release(tmp_path, fmt):
         assert infos["bin/ollama"].mode == 0o755
         assert infos["bin/ollama"].isfile()
         assert infos["lib/ollama"].isdir()
-        assert "lib/ollama/vastllm/lab/ollama/server.py" in infos
+        assert "lib/ollama/vastllm_lab/ollama/server.py" in infos
         assert all(m.uid == 0 and m.gid == 0 and m.mtime == 1704067200 for m in infos.values())
         assert not any("__pycache__" in n or n.endswith(".toml") for n in names)
         script = tar.extractfile("bin/ollama").read().decode()
@@ -54,7 +54,7 @@ def test_layout_like_the_official_release(tmp_path, fmt):
         notice = tar.extractfile("lib/ollama/LAB_DOUBLE.txt").read().decode()
         assert "NOT OLLAMA" in notice
         assert "0.9.7" in notice
-        version = tar.extractfile("lib/ollama/vastllm/lab/ollama/_version.py").read().decode()
+        version = tar.extractfile("lib/ollama/vastllm_lab/ollama/_version.py").read().decode()
         assert "VERSION = '0.9.7'" in version
 
 

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from vastllm.lab.ollama.cli import base_url, human_ago, human_size, main
+from vastllm_lab.ollama.cli import base_url, human_ago, human_size, main
 
 
 def run(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "vastllm.lab", "ollama", *args],
+        [sys.executable, "-m", "vastllm_lab", "ollama", *args],
         capture_output=True,
         text=True,
         env={"PATH": "/usr/bin:/bin", **(env or {})},

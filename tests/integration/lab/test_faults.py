@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from vastllm.lab.ollama.process import LabOllamaError, LabOllamaProcess
+from vastllm_lab.ollama.process import LabOllamaError, LabOllamaProcess
 
 SMALL = "qwen3:0.6b"
 CODER = "qwen2.5-coder:1.5b"
@@ -179,7 +179,7 @@ def test_crash_fault_at_start_exits_with_code_1(tmp_path):
 )
 def test_bad_start_up_settings_exit_1_with_a_clear_error(tmp_path, env, message):
     result = subprocess.run(
-        [sys.executable, "-m", "vastllm.lab", "ollama", "serve"],
+        [sys.executable, "-m", "vastllm_lab", "ollama", "serve"],
         env={
             "PATH": "/usr/bin:/bin",
             "OLLAMA_HOST": "127.0.0.1:0",
@@ -197,7 +197,7 @@ def test_bad_start_up_settings_exit_1_with_a_clear_error(tmp_path, env, message)
 
 def test_port_in_use_is_a_clear_error(emu, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "vastllm.lab", "ollama", "serve"],
+        [sys.executable, "-m", "vastllm_lab", "ollama", "serve"],
         env={"PATH": "/usr/bin:/bin", "OLLAMA_HOST": emu.host, "OLLAMA_MODELS": str(tmp_path)},
         capture_output=True,
         text=True,

@@ -27,7 +27,7 @@ def test_factory_preload_faults_stats_restart_and_crash(ollama_emulator):
 
 
 def test_processes_are_stopped_by_close(tmp_path):
-    from vastllm.lab.ollama.process import LabOllamaProcess
+    from vastllm_lab.ollama.process import LabOllamaProcess
 
     with LabOllamaProcess(models_dir=str(tmp_path / "m")) as emu:
         proc = emu.proc
@@ -58,7 +58,7 @@ def test_the_double_does_not_outlive_a_killed_test_run(tmp_path):
 
     script = (
         "import sys, time\n"
-        "from vastllm.lab.ollama.process import LabOllamaProcess\n"
+        "from vastllm_lab.ollama.process import LabOllamaProcess\n"
         f"emu = LabOllamaProcess(models_dir={str(tmp_path / 'm')!r}).start()\n"
         "print(emu.proc.pid, flush=True)\n"
         "time.sleep(60)\n"

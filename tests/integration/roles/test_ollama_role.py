@@ -66,7 +66,7 @@ class Host:
         """Put the lab double archive of `version` at a per-version mirror path; return its dir."""
         out = self.mirror / version
         subprocess.run(
-            [sys.executable, "-m", "vastllm.lab", "ollama", "build-archive", "--version", version,
+            [sys.executable, "-m", "vastllm_lab", "ollama", "build-archive", "--version", version,
              "--output", str(out)],
             check=True, capture_output=True,
         )  # fmt: skip

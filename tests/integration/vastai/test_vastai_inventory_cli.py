@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from vastai_itest_helpers import BIN, REPO, ansible_env, run_cmd
 
-from vastllm.lab.vastai.state import generate_instances
+from vastllm_lab.vastai.state import generate_instances
 
 INVENTORY = str(REPO / "inventory" / "vastai.yml")
 
@@ -128,7 +128,7 @@ def test_emulator_cli_serves_on_loopback(tmp_path):
         [
             sys.executable,
             "-m",
-            "vastllm.lab",
+            "vastllm_lab",
             "vastai",
             "serve",
             "--port",

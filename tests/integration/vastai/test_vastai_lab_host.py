@@ -12,7 +12,7 @@ import socket
 import pytest
 from vastai_itest_helpers import BIN, REPO, ansible_env, run_cmd
 
-from vastllm.lab.vastai.state import make_instance
+from vastllm_lab.vastai.state import make_instance
 
 pytestmark = pytest.mark.docker
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from vastllm.lab.vastai.server import LabServer
-from vastllm.lab.vastai.state import LabState, generate_instances
+from vastllm_lab.vastai.server import LabServer
+from vastllm_lab.vastai.state import LabState, generate_instances
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"

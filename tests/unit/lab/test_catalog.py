@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from vastllm.lab.ollama.catalog import (
+from vastllm_lab.ollama.catalog import (
     CatalogError,
     builtin_catalog,
     catalog_from_json,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vastllm.lab.ollama.config import (
+from vastllm_lab.ollama.config import (
     FOREVER,
     ConfigError,
     format_duration,
@@ -10,7 +10,7 @@ from vastllm.lab.ollama.config import (
     parse_host,
     settings_from_env,
 )
-from vastllm.lab.ollama.faults import FaultError, merge, parse_env, validate
+from vastllm_lab.ollama.faults import FaultError, merge, parse_env, validate
 
 
 def test_env_faults_key_values_with_lists():

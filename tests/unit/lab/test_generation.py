@@ -2,7 +2,7 @@
 
 import pytest
 
-from vastllm.lab.ollama.generation import (
+from vastllm_lab.ollama.generation import (
     RequestError,
     args_for_schema,
     count_tokens,

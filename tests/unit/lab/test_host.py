@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from vastllm.lab.host import HostSpec, render_inventory
+from vastllm_lab.host import HostSpec, render_inventory
 
 
 def _spec(tmp_path: Path) -> HostSpec:

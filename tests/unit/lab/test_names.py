@@ -2,7 +2,7 @@
 
 import pytest
 
-from vastllm.lab.ollama.names import InvalidModelName, normalize, parse_name
+from vastllm_lab.ollama.names import InvalidModelName, normalize, parse_name
 
 
 @pytest.mark.parametrize(

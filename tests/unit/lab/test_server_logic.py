@@ -6,16 +6,16 @@ import time
 
 import pytest
 
-from vastllm.lab.ollama.catalog import builtin_catalog
-from vastllm.lab.ollama.config import FOREVER, Settings
-from vastllm.lab.ollama.server import (
+from vastllm_lab.ollama.catalog import builtin_catalog
+from vastllm_lab.ollama.config import FOREVER, Settings
+from vastllm_lab.ollama.server import (
     LabOllama,
     entry_host,
     entry_repo,
     os_error_text,
     rfc3339,
 )
-from vastllm.lab.ollama.store import ModelStore
+from vastllm_lab.ollama.store import ModelStore
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from vastllm.lab.ollama.catalog import builtin_catalog
-from vastllm.lab.ollama.store import PLACEHOLDER, ModelStore, build_manifest, manifest_digest
+from vastllm_lab.ollama.catalog import builtin_catalog
+from vastllm_lab.ollama.store import PLACEHOLDER, ModelStore, build_manifest, manifest_digest
 
 CATALOG = builtin_catalog()
 SMALL = CATALOG.resolve("qwen3:0.6b")

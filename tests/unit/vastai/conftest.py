@@ -2,7 +2,7 @@
 
 The plugin files are loaded from ``plugins/`` exactly as they ship: module_utils under their
 Ansible names (``ansible.module_utils.vastai_api``), the module and the inventory plugin by path.
-An in-process emulator (``vastllm.lab.vastai``) listens on 127.0.0.1 for the HTTP-level tests.
+An in-process emulator (``vastllm_lab.vastai``) listens on 127.0.0.1 for the HTTP-level tests.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from types import ModuleType
 import pytest
 
 from plugin_loader import load_inventory_plugin, load_module, load_module_util
-from vastllm.lab.vastai.server import LabServer
-from vastllm.lab.vastai.state import LabState
+from vastllm_lab.vastai.server import LabServer
+from vastllm_lab.vastai.state import LabState
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -47,7 +47,7 @@ def inventory_plugin_module() -> ModuleType:
 @pytest.fixture
 def lab() -> Iterator[LabServer]:
     """An emulator with 60 generated instances, key ``lab-key`` (read-only key ``ro-key``)."""
-    from vastllm.lab.vastai.state import generate_instances
+    from vastllm_lab.vastai.state import generate_instances
 
     state = LabState(
         api_keys=["lab-key"],

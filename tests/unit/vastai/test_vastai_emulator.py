@@ -1,4 +1,4 @@
-"""The vast.ai API emulator (src/vastllm/lab/vastai): state logic and CLI."""
+"""The vast.ai API emulator (lab/src/vastllm_lab/vastai): state logic and CLI."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from vastllm.lab.vastai import cli
-from vastllm.lab.vastai.state import (
+from vastllm_lab.vastai import cli
+from vastllm_lab.vastai.state import (
     Fault,
     LabState,
     decode_token,

@@ -17,7 +17,7 @@ from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import inventory_loader
 
-from vastllm.lab.vastai.state import Fault, make_instance
+from vastllm_lab.vastai.state import Fault, make_instance
 
 REPO = Path(__file__).resolve().parents[3]
 inventory_loader.add_directory(str(REPO / "plugins" / "inventory"))

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from vastllm.lab.vastai.server import LabServer
-from vastllm.lab.vastai.state import LabState, generate_instances
+from vastllm_lab.vastai.server import LabServer
+from vastllm_lab.vastai.state import LabState, generate_instances
 
 
 class CliError(Exception):

@@ -12,9 +12,9 @@ import importlib
 import sys
 
 _COMMANDS = {
-    "ollama": "vastllm.lab.ollama.cli",
-    "vastai": "vastllm.lab.vastai.cli",
-    "host": "vastllm.lab.host",
+    "ollama": "vastllm_lab.ollama.cli",
+    "vastai": "vastllm_lab.vastai.cli",
+    "host": "vastllm_lab.host",
 }
 
 

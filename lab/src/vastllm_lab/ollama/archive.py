@@ -3,7 +3,7 @@
 Same layout as the official `ollama-linux-<arch>.tgz` / `.tar.zst` release:
   bin/ollama                    executable python3 script (the lab double's CLI: serve, list, ...)
   lib/ollama/LAB_DOUBLE.txt     says plainly what this is
-  lib/ollama/vastllm/lab/ollama/...   the bundled lab double (standard library only)
+  lib/ollama/vastllm_lab/ollama/...   the bundled lab double (standard library only)
 plus `sha256sum.txt` next to it (`<sha256>  ./<file>`, like the release). Reproducible: fixed
 mtimes, sorted entries, uid/gid 0, no gzip timestamp - building twice gives the same sha256.
 """
@@ -38,7 +38,7 @@ import sys
 _ROOT = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 sys.path.insert(0, os.path.join(_ROOT, "lib", "ollama"))
 
-from vastllm.lab.ollama.cli import main  # noqa: E402
+from vastllm_lab.ollama.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
@@ -74,8 +74,7 @@ def package_files(version: str) -> list[tuple[str, bytes]]:
     """(path inside lib/ollama, content) of the bundled package, version baked in."""
     source = os.path.dirname(os.path.abspath(__file__))
     files: list[tuple[str, bytes]] = [
-        ("vastllm/__init__.py", PACKAGE_INIT.encode()),
-        ("vastllm/lab/__init__.py", PACKAGE_INIT.encode()),
+        ("vastllm_lab/__init__.py", PACKAGE_INIT.encode()),
     ]
     for name in sorted(os.listdir(source)):
         if not name.endswith(".py"):
@@ -88,7 +87,7 @@ def package_files(version: str) -> list[tuple[str, bytes]]:
         else:
             with open(os.path.join(source, name), "rb") as handle:
                 data = handle.read()
-        files.append((f"vastllm/lab/ollama/{name}", data))
+        files.append((f"vastllm_lab/ollama/{name}", data))
     return files
 
 

@@ -66,7 +66,7 @@ class LabOllamaProcess:
         self.extra_env = dict(env or {})
         self.port = port
         self.startup_timeout = startup_timeout
-        self.command = command or [sys.executable, "-m", "vastllm.lab", "ollama", "serve"]
+        self.command = command or [sys.executable, "-m", "vastllm_lab", "ollama", "serve"]
         if log_dir is None:
             log_dir = self._tmp.name if self._tmp else os.path.dirname(os.path.abspath(models_dir))
         os.makedirs(log_dir, exist_ok=True)

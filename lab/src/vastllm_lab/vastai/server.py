@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from vastllm.lab.vastai.state import Fault, LabState
+from vastllm_lab.vastai.state import Fault, LabState
 
 LOOPBACK = "127.0.0.1"
 

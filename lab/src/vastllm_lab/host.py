@@ -231,7 +231,7 @@ def up(spec: HostSpec) -> None:
                 "-p", f"127.0.0.1:{spec.ssh_port}:22",
                 "-p", f"127.0.0.1:{spec.proxy_port}:8000",
                 "-v", f"{spec.volume}:/workspace",
-                "--label", "vastllm.lab=host",
+                "--label", "vastllm_lab=host",
                 IMAGE,
             ]
         )  # fmt: skip
