@@ -44,12 +44,15 @@ fi
 # --- Virtualenv with the package and the controller/test tools -----------------------------------------------
 stamp=.venv/.vastllm-setup
 want=$(cat pyproject.toml lab/pyproject.toml | sha256sum | cut -d' ' -f1)
-if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/vastllm-lab ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "Installing the Python tools into .venv"
   [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
-  # The product (proxy, installed on GPU hosts) and, apart, the lab doubles (tests and the local lab only).
-  .venv/bin/python -m pip install -q -e ".[test]" -e ./lab
+  # The product (proxy, installed on GPU hosts), then, apart, the lab doubles (tests and the local lab
+  # only). Two steps: upgrading a venv whose vastllm still shipped the vastllm-lab script removes that
+  # script with the old vastllm, which in one step could happen after vastllm-lab had written it.
+  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ./lab
   echo "$want" >"$stamp"
 fi
 

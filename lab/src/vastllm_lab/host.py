@@ -92,12 +92,24 @@ def _run(argv: list[str], *, input_text: str | None = None, check: bool = True) 
     return proc.stdout
 
 
-def _docker_ok() -> None:
+def docker_problem(image: str | None = None) -> str | None:
+    """Why Docker cannot be used here (None when it can): no `docker` command, an engine that does
+    not answer, or - when `image` is given - that image missing. The one Docker check of the
+    repository (the lab host, the tests and the benchmarks use it)."""
     if shutil.which("docker") is None:
-        raise LabError("docker is not installed: run scripts/setup.sh first")
+        return "docker is not installed: run scripts/setup.sh first"
     proc = subprocess.run(["docker", "info"], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
-        raise LabError("the Docker engine does not answer (`docker info` failed): start dockerd")
+        return "the Docker engine does not answer (`docker info` failed): start dockerd"
+    if image is not None and not image_exists(image):
+        return f"the Docker image {image} is missing: run scripts/setup.sh first"
+    return None
+
+
+def _docker_ok() -> None:
+    problem = docker_problem()
+    if problem is not None:
+        raise LabError(problem)
 
 
 def image_exists(image: str = IMAGE) -> bool:

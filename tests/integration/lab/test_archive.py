@@ -46,7 +46,9 @@ def test_layout_like_the_official_release(tmp_path, fmt):
         assert infos["bin/ollama"].mode == 0o755
         assert infos["bin/ollama"].isfile()
         assert infos["lib/ollama"].isdir()
-        assert "lib/ollama/vastllm_lab/ollama/server.py" in infos
+        for module in ("server", "state", "wire", "handlers", "cli", "_version"):
+            assert f"lib/ollama/vastllm_lab/ollama/{module}.py" in infos
+        assert not any(n.startswith("lib/ollama/vastllm/") for n in names)
         assert all(m.uid == 0 and m.gid == 0 and m.mtime == 1704067200 for m in infos.values())
         assert not any("__pycache__" in n or n.endswith(".toml") for n in names)
         script = tar.extractfile("bin/ollama").read().decode()

@@ -1,12 +1,12 @@
 """`vastllm-lab ollama ...` command line: version, usage, client commands."""
 
-import socket
 import subprocess
 import sys
 
 import pytest
 
 from vastllm_lab.ollama.cli import base_url, human_ago, human_size, main
+from vastllm_lab.testing import free_port
 
 
 def run(*args, env=None):
@@ -85,6 +85,4 @@ def test_pure_helpers():
 
 @pytest.fixture
 def unused_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_port()

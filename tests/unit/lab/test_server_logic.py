@@ -8,14 +8,9 @@ import pytest
 
 from vastllm_lab.ollama.catalog import builtin_catalog
 from vastllm_lab.ollama.config import FOREVER, Settings
-from vastllm_lab.ollama.server import (
-    LabOllama,
-    entry_host,
-    entry_repo,
-    os_error_text,
-    rfc3339,
-)
+from vastllm_lab.ollama.state import LabOllama, entry_host, entry_repo, os_error_text
 from vastllm_lab.ollama.store import ModelStore
+from vastllm_lab.ollama.wire import rfc3339
 
 
 @pytest.fixture

@@ -7,14 +7,9 @@ import json
 import pytest
 
 from vastllm_lab.vastai import cli
-from vastllm_lab.vastai.state import (
-    Fault,
-    LabState,
-    decode_token,
-    encode_token,
-    generate_instances,
-    make_instance,
-)
+from vastllm_lab.vastai.fixtures import generate_instances, make_instance
+from vastllm_lab.vastai.query import decode_token, encode_token
+from vastllm_lab.vastai.state import Fault, LabState
 
 AUTH = "Bearer lab-key"
 

@@ -15,8 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vastllm_lab.vastai.fixtures import generate_instances
 from vastllm_lab.vastai.server import LabServer
-from vastllm_lab.vastai.state import LabState, generate_instances
+from vastllm_lab.vastai.state import LabState
 
 
 class CliError(Exception):

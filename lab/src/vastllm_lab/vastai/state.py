@@ -1,49 +1,27 @@
-"""In-memory state of the vast.ai API emulator: instances, offers, pagination, faults.
+"""In-memory state of the vast.ai API emulator: the account's instances, offers and faults.
 
-Pure logic (no sockets): the HTTP layer in ``server.py`` is a thin translation of requests
-into calls on ``LabState``, which returns ``(status, headers, body)`` tuples. A clock is
-injected so transitions (``loading`` -> ``running``) are testable without sleeping.
-
-Every address the emulator hands out is loopback (127.0.0.1) or an ``.invalid`` name, so a
-client that connects to what it reads never leaves the machine.
+Pure logic (no sockets): the HTTP layer in ``server.py`` hands each request to
+``LabState.handle``, which checks faults and the API key, then lets ``routes.py`` pick the
+operation; every operation returns a ``(status, headers, body)`` tuple. A clock is injected so
+transitions (``loading`` -> ``running``) are testable without sleeping. Seed data comes from
+``fixtures.py``, filters and page tokens from ``query.py``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import itertools
-import json
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .fixtures import LAB_IP, generate_offers, make_instance
+from .query import encode_token, filter_error, matches, query_offers
+from .routes import route
+
 Response = tuple[int, dict[str, str], Any]
-
-PAGE_LIMIT_MAX = 25
-LAB_IP = "127.0.0.1"
-
-GPU_CATALOG: tuple[tuple[str, int, float], ...] = (
-    # name, gpu_ram (MB, as the API reports), base $/h per GPU
-    ("RTX 3090", 24576, 0.18),
-    ("RTX 4090", 24564, 0.35),
-    ("RTX A6000", 49140, 0.45),
-    ("A100 SXM4", 81920, 1.10),
-    ("H100 SXM", 81559, 2.20),
-    ("L40S", 46068, 0.70),
-)
-REGIONS = (
-    "Texas, US",
-    "Quebec, CA",
-    "Oregon, US",
-    "Norway, NO",
-    "Bavaria, DE",
-    "Taiwan, TW",
-)
 
 
 def _no_such_instance(instance_id: int | None) -> Response:
@@ -65,250 +43,6 @@ class Fault:
     retry_after: str | None = None
     body: dict[str, Any] = field(default_factory=dict)
     after: bool = False  # process the request first, then answer with the fault (lost reply)
-
-
-def encode_token(after_id: int) -> str:
-    raw = json.dumps({"after": after_id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_token(token: str) -> int | None:
-    """The id a page token continues after, or None when the token is malformed."""
-    try:
-        padded = token + "=" * (-len(token) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        return int(data["after"])
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeDecodeError):
-        return None
-
-
-_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": lambda a, b: a == b,
-    "neq": lambda a, b: a != b,
-    "in": lambda a, b: isinstance(b, list) and a in b,
-    "notin": lambda a, b: isinstance(b, list) and a not in b,
-    "nin": lambda a, b: isinstance(b, list) and a not in b,
-    "gt": lambda a, b: a is not None and a > b,
-    "gte": lambda a, b: a is not None and a >= b,
-    "lt": lambda a, b: a is not None and a < b,
-    "lte": lambda a, b: a is not None and a <= b,
-}
-
-
-def filter_error(filters: Any) -> str | None:
-    """Why a ``select_filters``/``q`` object is invalid, or None when it is fine."""
-    if not isinstance(filters, dict):
-        return "filters must be a JSON object"
-    for name, cond in filters.items():
-        if not isinstance(cond, dict):
-            return f"filter on {name!r} must be an object like {{'eq': value}}"
-        for op in cond:
-            if op not in _OPS:
-                return f"unknown operator {op!r} on {name!r}"
-    return None
-
-
-def matches(row: Mapping[str, Any], filters: Mapping[str, Any]) -> bool:
-    """Whether ``row`` satisfies every ``{field: {op: value}}`` condition."""
-    for name, cond in filters.items():
-        value = row.get(name)
-        for op, expected in cond.items():
-            try:
-                if not _OPS[op](value, expected):
-                    return False
-            except TypeError:
-                return False
-    return True
-
-
-def make_instance(
-    instance_id: int,
-    *,
-    label: str | None = None,
-    gpu_name: str = "RTX 4090",
-    gpu_ram: int = 24564,
-    num_gpus: int = 1,
-    status: str = "running",
-    dph_total: float = 0.35,
-    geolocation: str = "Texas, US",
-    machine_id: int | None = None,
-    image: str = "vastai/base-image:cuda-12.4-ubuntu22.04",
-    ssh_port: int | None = None,
-    direct_port: int | None = None,
-    disk_space: float = 64.0,
-    extra_ports: Mapping[str, str] | None = None,
-    image_runtype: str = "ssh_direc ssh_proxy",
-    start_date: float = 1_732_000_000.0,
-) -> dict[str, Any]:
-    """A realistic instance object, shaped like the API returns it.
-
-    ``ports`` is only present (non-empty) once the instance is running; ``HostPort`` is a
-    string, as in the real API.
-    """
-    proxy_port = ssh_port if ssh_port is not None else 20000 + (instance_id % 40000)
-    running = status == "running"
-    ports: dict[str, list[dict[str, str]]] = {}
-    if running:
-        host_port = direct_port if direct_port is not None else 40000 + (instance_id % 20000)
-        ports["22/tcp"] = [{"HostIp": "0.0.0.0", "HostPort": str(host_port)}]
-        for container, hp in (extra_ports or {}).items():
-            ports[container] = [{"HostIp": "0.0.0.0", "HostPort": str(hp)}]
-    intended = "stopped" if status in ("exited", "stopped") else "running"
-    return {
-        "id": instance_id,
-        "label": label,
-        "actual_status": status,
-        "intended_status": intended,
-        "cur_state": "stopped" if intended == "stopped" else "running",
-        "next_state": "stopped" if intended == "stopped" else "running",
-        "status_msg": "success, running" if running else "",
-        "gpu_name": gpu_name,
-        "num_gpus": num_gpus,
-        "gpu_ram": gpu_ram,
-        "gpu_totalram": gpu_ram * num_gpus,
-        "gpu_util": 0.0,
-        "cpu_name": "AMD EPYC 7543 32-Core Processor",
-        "cpu_cores": 64,
-        "cpu_cores_effective": 16.0,
-        "cpu_ram": 128905,
-        "disk_space": disk_space,
-        "disk_util": 1.2,
-        "public_ipaddr": LAB_IP,
-        "ssh_host": f"ssh{instance_id % 9 + 1}.lab.invalid",
-        "ssh_port": proxy_port,
-        "ssh_idx": str(instance_id % 9 + 1),
-        "ports": ports,
-        "direct_port_start": 40000,
-        "direct_port_end": 40100,
-        "machine_id": machine_id if machine_id is not None else 10000 + instance_id,
-        "host_id": 5000 + instance_id % 100,
-        "dph_total": dph_total,
-        "dph_base": round(dph_total * 0.9, 4),
-        "geolocation": geolocation,
-        "image_uuid": image,
-        "image_runtype": image_runtype,
-        "image_args": [],
-        "extra_env": [],
-        "onstart": "",
-        "reliability2": 0.995,
-        "verification": "verified",
-        "inet_up": 850.0,
-        "inet_down": 920.0,
-        "start_date": start_date,
-        "end_date": None,
-        "duration": None,
-        "template_id": None,
-        "jupyter_token": None,
-    }
-
-
-def generate_instances(count: int, seed: int = 7) -> list[dict[str, Any]]:
-    """``count`` varied running instances (a few stopped/loading ones among them)."""
-    rng = random.Random(seed)  # noqa: S311 - deterministic lab data, not crypto
-    rows = []
-    for n in range(count):
-        instance_id = 9_000_000 + n
-        gpu, ram, price = GPU_CATALOG[n % len(GPU_CATALOG)]
-        num = rng.choice((1, 1, 2, 4))
-        status = "running"
-        if n % 50 == 7:
-            status = "exited"
-        elif n % 50 == 9:
-            status = "loading"
-        label = f"lab-{n:04d}" if n % 10 else None
-        rows.append(
-            make_instance(
-                instance_id,
-                label=label,
-                gpu_name=gpu,
-                gpu_ram=ram,
-                num_gpus=num,
-                status=status,
-                dph_total=round(price * num * rng.uniform(0.9, 1.3), 4),
-                geolocation=REGIONS[n % len(REGIONS)],
-            )
-        )
-    return rows
-
-
-def generate_offers(count: int = 120, seed: int = 11) -> list[dict[str, Any]]:
-    """A market of offers covering every GPU in the catalog, several regions and prices."""
-    rng = random.Random(seed)  # noqa: S311 - deterministic lab data, not crypto
-    offers = []
-    for n in range(count):
-        gpu, ram, price = GPU_CATALOG[n % len(GPU_CATALOG)]
-        num = rng.choice((1, 1, 1, 2, 4, 8))
-        dph = round(price * num * rng.uniform(0.85, 1.6), 4)
-        reliability = round(rng.uniform(0.93, 0.9995), 4)
-        verified = rng.random() > 0.2
-        offers.append(
-            {
-                "id": 30_000_000 + n,
-                "ask_contract_id": 30_000_000 + n,
-                "machine_id": 20_000 + n,
-                "host_id": 6000 + n,
-                "gpu_name": gpu,
-                "num_gpus": num,
-                "gpu_ram": ram,
-                "gpu_total_ram": ram * num,
-                "cpu_ram": 64000 * num,
-                "cpu_cores_effective": 8.0 * num,
-                "disk_space": float(rng.choice((100, 250, 500, 1000))),
-                "dph_total": dph,
-                "dph_base": round(dph * 0.9, 4),
-                "reliability2": reliability,
-                "reliability": reliability,
-                "verification": "verified" if verified else "unverified",
-                "verified": verified,
-                "geolocation": REGIONS[rng.randrange(len(REGIONS))],
-                "inet_down": float(rng.choice((200, 500, 1000))),
-                "inet_up": float(rng.choice((100, 500, 900))),
-                "rentable": True,
-                "rented": False,
-                "external": False,
-                "direct_port_count": 100,
-                "cuda_max_good": 12.4,
-                "score": round(rng.uniform(50, 500), 2),
-            }
-        )
-    return offers
-
-
-def _sort_key(name: str) -> Callable[[Mapping[str, Any]], tuple[bool, Any]]:
-    def key(offer: Mapping[str, Any]) -> tuple[bool, Any]:
-        value = offer.get(name)
-        return (value is None, value if value is not None else 0)
-
-    return key
-
-
-def _region_code(geolocation: str) -> str:
-    return geolocation.rsplit(",", 1)[-1].strip() if geolocation else ""
-
-
-def query_offers(offers: Iterable[Mapping[str, Any]], q: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Apply a vast.ai search query (``{field: {op: value}}`` + order/limit) to offers."""
-    conditions = {
-        k: v
-        for k, v in q.items()
-        if k not in ("order", "limit", "type", "allocated_storage", "disable_bundling")
-    }
-    result = []
-    for offer in offers:
-        row = dict(offer)
-        row["geolocation_code"] = _region_code(str(offer.get("geolocation") or ""))
-        if matches(row, conditions):
-            result.append(dict(offer))
-    for name, direction in reversed(q.get("order") or []):
-        result.sort(key=_sort_key(str(name)), reverse=direction == "desc")
-    limit = q.get("limit")
-    if isinstance(limit, int) and limit > 0:
-        result = result[:limit]
-    storage = q.get("allocated_storage")
-    if isinstance(storage, int | float):
-        for offer in result:
-            offer["allocated_storage"] = storage
-    return result
 
 
 def _env_ports(env: Mapping[str, Any]) -> list[str]:
@@ -455,7 +189,7 @@ class LabState:
             if denied is not None:
                 return denied
             self._tick()
-            result = self._route(method, path, query, body)
+            result = route(self, method, path, query, body)
             return self._fault_response(fault) if fault is not None else result
 
     @staticmethod
@@ -468,68 +202,10 @@ class LabState:
         }
         return fault.status, headers, payload
 
-    def _route(self, method: str, path: str, query: Mapping[str, str], body: Any) -> Response:
-        parts = [p for p in path.split("/") if p]
-        if parts[:3] == ["api", "v1", "instances"] and len(parts) == 3 and method == "GET":
-            return self.list_v1(query)
-        if parts[:2] != ["api", "v0"]:
-            return 404, {}, {"success": False, "error": "not_found", "msg": f"no route {path}"}
-        rest = parts[2:]
-        if rest == ["instances"] and method == "GET":
-            return (
-                410,
-                {},
-                {
-                    "success": False,
-                    "error": "gone",
-                    "msg": "the v0 instance list is gone; use /api/v1/instances/",
-                },
-            )
-        if len(rest) == 2 and rest[0] == "instances":
-            instance_id = _int(rest[1])
-            if instance_id is None:
-                return 400, {}, {"success": False, "error": "invalid_args", "msg": "bad id"}
-            if method == "GET":
-                return self.get_instance(instance_id)
-            if method == "PUT":
-                return self.update_instance(instance_id, body)
-            if method == "DELETE":
-                return self.destroy_instance(instance_id)
-        if len(rest) == 3 and rest[0] == "instances" and rest[2] == "ssh" and method == "POST":
-            return self.attach_ssh(_int(rest[1]), body)
-        if rest == ["bundles"] and method in ("POST", "GET"):
-            q = body if method == "POST" else _json_param(query.get("q"), {})
-            return self.search(q)
-        if rest == ["search", "asks"] and method == "PUT":
-            q = body.get("q", {}) if isinstance(body, dict) else {}
-            return self.search(q)
-        if len(rest) == 2 and rest[0] == "asks" and method == "PUT":
-            return self.create(_int(rest[1]), body)
-        return 404, {}, {"success": False, "error": "not_found", "msg": f"no route {method} {path}"}
+    # -- operations (picked by routes.route) --------------------------------------------
 
-    # -- endpoints ----------------------------------------------------------------------
-
-    def list_v1(self, query: Mapping[str, str]) -> Response:
-        try:
-            limit = int(query.get("limit", str(PAGE_LIMIT_MAX)))
-        except ValueError:
-            return 400, {}, {"success": False, "error": "invalid_args", "msg": "bad limit"}
-        limit = max(1, min(limit, PAGE_LIMIT_MAX))
-        filters = _json_param(query.get("select_filters"), {})
-        problem = filter_error(filters)
-        if problem:
-            return 400, {}, {"success": False, "error": "invalid_args", "msg": problem}
-        token = query.get("after_token") or query.get("next_token")
-        after = -1
-        if token:
-            decoded = decode_token(token)
-            if decoded is None:
-                return (
-                    400,
-                    {},
-                    {"success": False, "error": "invalid_args", "msg": "bad pagination token"},
-                )
-            after = decoded
+    def list_instances(self, limit: int, filters: Mapping[str, Any], after: int) -> Response:
+        """One page of at most ``limit`` instances with an id above ``after``, by id."""
         rows = [r for _, r in sorted(self.instances.items()) if matches(r, filters)]
         remaining = [r for r in rows if int(r["id"]) > after]
         page = remaining[:limit]
@@ -681,19 +357,3 @@ class LabState:
         offer["rented"] = True
         self._ready_at[instance_id] = self.clock() + self.loading_delay
         return 200, {}, {"success": True, "new_contract": instance_id}
-
-
-def _int(text: str | None) -> int | None:
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _json_param(text: str | None, default: Any) -> Any:
-    if text is None or text == "":
-        return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        return None
