@@ -37,3 +37,52 @@ def error_body(error_type: str, message: str) -> dict[str, object]:
 
 def error_json(error_type: str, message: str) -> bytes:
     return orjson.dumps(error_body(error_type, message))
+
+
+# --------------------------------------------------------------------------- backend failures
+# Raised by a backend (``backend.py``) whatever its HTTP client; mapped to the ProxyError the
+# client sees by ``translate_response.anthropic_error``. ``kind`` labels the failure in metrics.
+
+
+class BackendError(Exception):
+    """The backend could not be used."""
+
+    kind = "transport"
+
+
+class BackendUnreachable(BackendError):
+    """No connection to the backend."""
+
+    kind = "connect"
+
+
+class BackendTimeout(BackendError):
+    """The backend did not answer (or went silent) in time."""
+
+    kind = "timeout"
+
+
+class BackendConnectionLost(BackendError):
+    """The connection to the backend broke, or it sent something that is not HTTP."""
+
+    kind = "connection_lost"
+
+
+class BackendStatus(BackendError):
+    """The backend answered with an HTTP error; ``detail`` is its error message."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(f"HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.kind = f"http_{status}"
+
+
+class BackendBadReply(BackendError):
+    """A successful answer whose content is unusable: not JSON (``bad_chunk``), or an error
+    reported inside it (``stream_error``, ``detail`` is the backend's message)."""
+
+    def __init__(self, kind: str, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail

@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from vastllm_lab.testing import free_port
+
 REDIS_SERVER = "/usr/bin/redis-server"
 
 
@@ -73,12 +75,6 @@ def assert_anthropic_error(response, status: int, error_type: str) -> dict:
     assert body["error"]["message"]
     assert "Traceback" not in response.text
     return body
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:

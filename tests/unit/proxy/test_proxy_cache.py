@@ -14,7 +14,7 @@ from vastllm.proxy.cache import (
     RateLimitedWarning,
     cache_key,
 )
-from vastllm.proxy.translate import parse_request
+from vastllm.proxy.translate_request import parse_request
 
 BASE = {
     "model": "claude-sonnet-4-5",

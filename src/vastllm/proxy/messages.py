@@ -1,0 +1,300 @@
+"""``POST /v1/messages`` and ``POST /v1/messages/count_tokens``: the Anthropic Messages API.
+
+A request is validated and translated (``translate_request``), its model resolved
+(``models.ModelCatalog``), looked up in the cache (``cache``), and otherwise answered by the
+backend (``backend.Backend``) through ``translate_response``: relayed as SSE events as Ollama's
+chunks arrive when the client streams, or as one JSON message.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from vastllm.proxy.asgi import (
+    Call,
+    Route,
+    read_json,
+    send_body,
+    start_response,
+    watch_disconnect,
+)
+from vastllm.proxy.backend import ChatReply
+from vastllm.proxy.cache import CacheBypass, cache_key
+from vastllm.proxy.context import Context
+from vastllm.proxy.errors import BackendBadReply, BackendError, ProxyError
+from vastllm.proxy.models import ModelCatalog
+from vastllm.proxy.sse import encode_events
+from vastllm.proxy.translate_request import ChatRequest, build_chat, parse_request
+from vastllm.proxy.translate_response import (
+    Event,
+    ResponseAssembler,
+    anthropic_error,
+    estimate_prompt_tokens,
+    mid_answer_error,
+    new_message_id,
+    new_tool_use_id,
+    prompt_tokens,
+    replay_events,
+)
+
+_SSE = b"text/event-stream"
+# Fields that do not change a prompt's token count (left out of the count_tokens cache key).
+_NOT_COUNTED = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences")
+
+
+def _decode_entry(stored: bytes) -> dict[str, Any] | None:
+    try:
+        entry = orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+class MessageRoutes:
+    def __init__(self, context: Context, catalog: ModelCatalog) -> None:
+        self._context = context
+        self._catalog = catalog
+        self._metrics = context.metrics
+        self._max_bytes = context.settings.max_request_bytes
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("POST", "/v1/messages", "messages", self.messages),
+            Route("POST", "/v1/messages/count_tokens", "count_tokens", self.count_tokens),
+        ]
+
+    # ------------------------------------------------------------------ cache
+    def _wants_cache(self, call: Call) -> bool:
+        control = call.headers.get(b"cache-control", b"").lower()
+        return (
+            self._context.cache is not None
+            and b"no-cache" not in control
+            and b"no-store" not in control
+        )
+
+    async def _cache_lookup(
+        self, call: Call, key: str | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """(stored answer or None, key to store under or None). An entry that does not decode
+        to a JSON object (corrupted, written by something else) is a miss, never a 5xx."""
+        cache = self._context.cache
+        if key is None or cache is None:
+            call.cache = "bypass"
+            self._metrics.record_cache("bypass")
+            return None, None
+        try:
+            stored = await cache.get(key)
+        except CacheBypass:
+            call.cache = "bypass"
+            self._metrics.record_cache("bypass")
+            return None, None
+        entry = _decode_entry(stored) if stored is not None else None
+        call.cache = "hit" if entry is not None else "miss"
+        self._metrics.record_cache(call.cache)
+        return entry, key
+
+    async def _store(self, key: str | None, body: bytes) -> None:
+        cache = self._context.cache
+        if key is not None and cache is not None:
+            await cache.put(key, body)
+
+    def _backend_failed(self, exc: BackendError, model: str) -> ProxyError:
+        self._metrics.record_upstream_error(exc.kind)
+        return anthropic_error(exc, model)
+
+    # ------------------------------------------------------------------ /v1/messages
+    async def messages(self, call: Call) -> None:
+        call.cache = "bypass"  # until a lookup says otherwise: every answer has x-cache
+        self._context.auth.check(call)
+        request = parse_request(await read_json(call, self._max_bytes))
+        call.model = request.model
+        backend_model = await self._catalog.resolve(request.model)
+        call.backend_model = backend_model
+        key = cache_key(request.shaping_fields(backend_model)) if self._wants_cache(call) else None
+        stored, key = await self._cache_lookup(call, key)
+        if stored is not None:
+            await self._answer_from_cache(call, request, stored)
+            return
+        watcher = watch_disconnect(call)
+        try:
+            await self._generate(call, request, backend_model, key)
+        finally:
+            watcher.cancel()
+
+    async def _answer_from_cache(
+        self, call: Call, request: ChatRequest, message: dict[str, Any]
+    ) -> None:
+        message["id"] = new_message_id()
+        message["model"] = request.model
+        for block in message.get("content") or ():
+            if isinstance(block, dict) and block.get("type") == "tool_use":
+                block["id"] = new_tool_use_id()  # ids are per answer, not shared across sessions
+        usage = message.get("usage") or {}
+        call.tokens = (usage.get("input_tokens", 0), usage.get("output_tokens", 0))
+        if not request.stream:
+            await send_body(call, 200, orjson.dumps(message))
+            return
+        headers = call.base_headers(_SSE)
+        headers.append((b"cache-control", b"no-cache"))
+        await start_response(call, 200, headers)
+        self._metrics.ttft.observe(time.perf_counter() - call.started)
+        call.response_done = True
+        await call.send(
+            {"type": "http.response.body", "body": encode_events(replay_events(message))}
+        )
+
+    async def _generate(
+        self, call: Call, request: ChatRequest, backend_model: str, key: str | None
+    ) -> None:
+        thinking = await self._catalog.supports_thinking(backend_model)
+        # Stream from Ollama when the client streams, and when stop sequences must be matched
+        # as text arrives (so generation stops at the match instead of running on).
+        backend_stream = request.stream or bool(request.stop_sequences)
+        chat = build_chat(request, backend_model, stream=backend_stream, supports_thinking=thinking)
+        assembler = ResponseAssembler(
+            message_id=new_message_id(),
+            model=request.model,
+            stop_sequences=request.stop_sequences,
+            thinking=request.thinking,
+            emit=request.stream,
+            input_estimate=estimate_prompt_tokens(chat),
+        )
+
+        final: list[bytes] = []
+
+        async def complete() -> bytes:
+            """Account for and store the finished answer, before the client sees its end
+            (so a client that asks again right away gets the hit)."""
+            encoded = orjson.dumps(assembler.message())
+            final.append(encoded)
+            call.tokens = (assembler.input_tokens, assembler.output_tokens)
+            self._metrics.record_tokens(assembler.input_tokens, assembler.output_tokens)
+            await self._store(key, encoded)
+            return encoded
+
+        try:
+            reply = await self._context.backend.chat(chat)
+        except BackendError as exc:
+            raise self._backend_failed(exc, backend_model) from None
+        try:
+            if backend_stream:
+                await self._relay(call, request, reply, assembler, complete)
+                if request.stream:
+                    return
+            else:
+                try:
+                    answer = await reply.json()
+                except BackendError as exc:
+                    raise self._backend_failed(exc, backend_model) from None
+                assembler.feed(answer)
+                if not assembler.finished:
+                    raise ProxyError("api_error", "backend ended the answer early")
+                await complete()
+        finally:
+            reply.close()
+        await send_body(call, 200, final[0])
+
+    async def _relay(
+        self,
+        call: Call,
+        request: ChatRequest,
+        reply: ChatReply,
+        assembler: ResponseAssembler,
+        complete: Callable[[], Awaitable[bytes]],
+    ) -> None:
+        """Relay the backend's stream as it arrives (as SSE events when the client streams).
+
+        The SSE response starts with Ollama's first chunk: its headers and message_start go out
+        together with the first token (one write less; Ollama sends nothing earlier anyway)."""
+        first = True
+
+        async def deliver(events: list[Event]) -> None:
+            nonlocal first
+            if not request.stream:
+                if assembler.finished:
+                    await complete()
+                return
+            if first and events:
+                headers = call.base_headers(_SSE)
+                headers.append((b"cache-control", b"no-cache"))
+                await start_response(call, 200, headers)
+                events = assembler.start_events() + events
+                self._metrics.ttft.observe(time.perf_counter() - call.started)
+                first = False
+            tail: list[Event] = []
+            if assembler.finished:
+                # Tokens go out at once; the end (message_delta, message_stop) only after the
+                # answer is stored, so a client that asks again right away gets the hit.
+                cut = next(i for i, (name, _) in enumerate(events) if name == "message_delta")
+                events, tail = events[:cut], events[cut:]
+            if events:
+                await call.send(
+                    {"type": "http.response.body", "body": encode_events(events), "more_body": True}
+                )
+            if tail:
+                await complete()
+                call.response_done = True
+                await call.send(
+                    {"type": "http.response.body", "body": encode_events(tail), "more_body": False}
+                )
+
+        try:
+            async for batch in reply.batches():
+                events: list[Event] = []
+                for chunk in batch:
+                    events.extend(assembler.feed(chunk))
+                    if assembler.finished:
+                        break
+                await deliver(events)
+                if assembler.finished:
+                    if assembler.stop_sequence is None:
+                        await reply.finish()  # keeps the connection for reuse
+                    return  # a stop sequence: closing the connection stops generation
+        except BackendError as exc:
+            # A reply that is not Ollama's counts as such; a cut, as a cut stream.
+            kind = exc.kind if isinstance(exc, BackendBadReply) else "stream_cut"
+            self._metrics.record_upstream_error(kind)
+            raise mid_answer_error(exc) from None
+        if not assembler.finished:
+            self._metrics.record_upstream_error("stream_cut")
+            raise ProxyError("api_error", "backend ended the stream before the answer was done")
+
+    # ------------------------------------------------------------------ count_tokens
+    async def count_tokens(self, call: Call) -> None:
+        call.cache = "bypass"
+        self._context.auth.check(call)
+        request = parse_request(await read_json(call, self._max_bytes), count_only=True)
+        call.model = request.model
+        backend_model = await self._catalog.resolve(request.model)
+        call.backend_model = backend_model
+        fields = request.shaping_fields(backend_model)
+        for name in _NOT_COUNTED:
+            fields.pop(name)
+        key = cache_key(fields, "count") if self._wants_cache(call) else None
+        stored, key = await self._cache_lookup(call, key)
+        if stored is not None:
+            await send_body(call, 200, orjson.dumps(stored))
+            return
+        chat = build_chat(
+            request, backend_model, stream=False, supports_thinking=False, num_predict=1
+        )
+        try:
+            reply = await self._context.backend.chat(chat)
+            try:
+                answer: dict[str, Any] = await reply.json()
+            except BackendBadReply:
+                answer = {}
+            finally:
+                reply.close()
+        except BackendError as exc:
+            raise self._backend_failed(exc, backend_model) from None
+        count = answer.get("prompt_eval_count")
+        if not isinstance(count, int):
+            raise ProxyError("api_error", "backend did not report a prompt token count")
+        body = orjson.dumps({"input_tokens": prompt_tokens(count, estimate_prompt_tokens(chat))})
+        await send_body(call, 200, body)
+        await self._store(key, body)

@@ -1,0 +1,447 @@
+"""Ollama ``/api/chat`` answer → Anthropic Messages answer. Pure: no I/O.
+
+``ResponseAssembler`` turns Ollama chunks (streamed NDJSON lines or one final JSON, already
+decoded) into Anthropic stream events and a final message, matching stop sequences itself;
+``replay_events`` turns a stored final message back into a well-formed event stream (a cache hit);
+``prompt_tokens`` and ``estimate_prompt_tokens`` decide the ``usage.input_tokens`` reported;
+``anthropic_error`` and ``mid_answer_error`` turn a backend failure into the error the client sees.
+The other direction is ``translate_request``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from vastllm.proxy.errors import (
+    BackendBadReply,
+    BackendError,
+    BackendStatus,
+    BackendTimeout,
+    BackendUnreachable,
+    ProxyError,
+    invalid,
+)
+
+Event = tuple[str, dict[str, Any]]
+
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def new_tool_use_id() -> str:
+    return "toolu_" + secrets.token_hex(12)
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """How many trailing characters of ``text`` could still begin a stop sequence."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if isinstance(raw, str):
+        try:
+            parsed = orjson.loads(raw) if raw.strip() else {}
+        except orjson.JSONDecodeError:
+            return {"_raw": raw}
+        return parsed if isinstance(parsed, dict) else {"_value": parsed}
+    return {}
+
+
+def estimate_prompt_tokens(chat: Mapping[str, Any]) -> int:
+    """A rough prompt size (about 4 characters a token) from the text Ollama will see."""
+    chars = 0
+    for message in chat.get("messages") or ():
+        content = message.get("content")
+        if isinstance(content, str):
+            chars += len(content)
+    tools = chat.get("tools")
+    if tools:
+        chars += len(orjson.dumps(tools))
+    return chars // 4
+
+
+def prompt_tokens(reported: int | None, estimate: int) -> int:
+    """The prompt tokens to report. Ollama counts only the prompt tokens it evaluated: when it
+    reuses its cache for the start of a conversation (every later turn of Claude Code), the count
+    covers just the new part. A client that sizes its context from `usage.input_tokens` must not
+    see that, so a count far below the estimate is replaced by the estimate."""
+    if reported is None or reported * 2 < estimate:
+        return estimate
+    return reported
+
+
+@dataclass(slots=True)
+class ResponseAssembler:
+    """Feed Ollama chunks; get Anthropic stream events and, at the end, the final message.
+
+    Stop sequences are matched here (not by Ollama, which cannot say which one matched): text
+    that may be the start of a stop sequence is held back until it is known not to be.
+    """
+
+    message_id: str
+    model: str
+    stop_sequences: tuple[str, ...] = ()
+    thinking: bool = False
+    emit: bool = True
+    new_tool_id: Callable[[], str] = new_tool_use_id
+    input_estimate: int = 0  # estimate_prompt_tokens() of the request, see prompt_tokens()
+
+    content: list[dict[str, Any]] = field(default_factory=list)
+    finished: bool = False
+    stop_reason: str | None = None
+    stop_sequence: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    _open: str | None = None  # kind of the open content block: "text" | "thinking"
+    _pending: str = ""  # text held back while it may begin a stop sequence
+    _chunks: int = 0
+
+    def start_events(self) -> list[Event]:
+        return [
+            (
+                "message_start",
+                {
+                    "type": "message_start",
+                    "message": {
+                        "id": self.message_id,
+                        "type": "message",
+                        "role": "assistant",
+                        "model": self.model,
+                        "content": [],
+                        "stop_reason": None,
+                        "stop_sequence": None,
+                        "usage": {"input_tokens": 0, "output_tokens": 0},
+                    },
+                },
+            ),
+            ("ping", {"type": "ping"}),
+        ]
+
+    # -- block helpers
+    def _close(self, events: list[Event]) -> None:
+        if self._open is not None:
+            if self.emit:
+                index = len(self.content) - 1
+                events.append(
+                    ("content_block_stop", {"type": "content_block_stop", "index": index})
+                )
+            self._open = None
+
+    def _open_block(self, kind: str, events: list[Event]) -> None:
+        if self._open == kind:
+            return
+        self._close(events)
+        block: dict[str, Any] = (
+            {"type": "text", "text": ""}
+            if kind == "text"
+            else {"type": "thinking", "thinking": "", "signature": ""}
+        )
+        self.content.append(block)
+        self._open = kind
+        if self.emit:
+            events.append(
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": len(self.content) - 1,
+                        "content_block": dict(block),
+                    },
+                )
+            )
+
+    def _emit_text(self, text: str, events: list[Event]) -> None:
+        if not text:
+            return
+        self._open_block("text", events)
+        self.content[-1]["text"] += text
+        if self.emit:
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": len(self.content) - 1,
+                        "delta": {"type": "text_delta", "text": text},
+                    },
+                )
+            )
+
+    def _emit_thinking(self, text: str, events: list[Event]) -> None:
+        self._open_block("thinking", events)
+        self.content[-1]["thinking"] += text
+        if self.emit:
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": len(self.content) - 1,
+                        "delta": {"type": "thinking_delta", "thinking": text},
+                    },
+                )
+            )
+
+    def _emit_tool_call(self, call: Any, events: list[Event]) -> None:
+        if not isinstance(call, dict):
+            return
+        function = call.get("function")
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            return
+        self._flush_pending(events)
+        self._close(events)
+        arguments = _arguments(function.get("arguments"))
+        block = {
+            "type": "tool_use",
+            "id": self.new_tool_id(),
+            "name": function["name"],
+            "input": arguments,
+        }
+        self.content.append(block)
+        if self.emit:
+            index = len(self.content) - 1
+            events.append(
+                (
+                    "content_block_start",
+                    {
+                        "type": "content_block_start",
+                        "index": index,
+                        "content_block": {**block, "input": {}},
+                    },
+                )
+            )
+            events.append(
+                (
+                    "content_block_delta",
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {
+                            "type": "input_json_delta",
+                            "partial_json": orjson.dumps(arguments).decode(),
+                        },
+                    },
+                )
+            )
+            events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+
+    def _flush_pending(self, events: list[Event]) -> None:
+        pending, self._pending = self._pending, ""
+        self._emit_text(pending, events)
+
+    def _feed_text(self, text: str, events: list[Event]) -> None:
+        if not self.stop_sequences:
+            self._emit_text(text, events)
+            return
+        pending = self._pending + text
+        first: tuple[int, str] | None = None
+        for stop in self.stop_sequences:
+            at = pending.find(stop)
+            if at >= 0 and (first is None or at < first[0]):
+                first = (at, stop)
+        if first is not None:
+            self._pending = ""
+            self._emit_text(pending[: first[0]], events)
+            self.stop_reason = "stop_sequence"
+            self.stop_sequence = first[1]
+            self.finished = True
+            return
+        keep = _held_back(pending, self.stop_sequences)
+        self._pending = pending[len(pending) - keep :] if keep else ""
+        self._emit_text(pending[: len(pending) - keep], events)
+
+    # -- public API
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        """One Ollama chunk in, the Anthropic events it produces out (already final if done)."""
+        events: list[Event] = []
+        if self.finished:
+            return events
+        message = chunk.get("message")
+        if isinstance(message, dict):
+            thought = message.get("thinking")
+            if self.thinking and isinstance(thought, str) and thought:
+                self._chunks += 1
+                self._emit_thinking(thought, events)
+            text = message.get("content")
+            if isinstance(text, str) and text:
+                self._chunks += 1
+                self._feed_text(text, events)
+            if not self.finished:
+                calls = message.get("tool_calls")
+                if isinstance(calls, list):
+                    for call in calls:
+                        self._emit_tool_call(call, events)
+        if self.finished:  # a stop sequence matched: the answer ends here, before Ollama's counts
+            self.input_tokens = self.input_tokens or self.input_estimate
+            events.extend(self._finish(None))
+        elif chunk.get("done"):
+            prompt = chunk.get("prompt_eval_count")
+            generated = chunk.get("eval_count")
+            self.input_tokens = prompt_tokens(
+                prompt if isinstance(prompt, int) else None, self.input_estimate
+            )
+            self.output_tokens = generated if isinstance(generated, int) else self._chunks
+            self._flush_pending(events)
+            reason = chunk.get("done_reason")
+            if reason == "length":  # cut off, even in the middle of a tool call
+                self.stop_reason = "max_tokens"
+            elif any(block["type"] == "tool_use" for block in self.content):
+                self.stop_reason = "tool_use"
+            else:
+                self.stop_reason = "end_turn"
+            events.extend(self._finish(reason))
+        return events
+
+    def _finish(self, _reason: str | None) -> list[Event]:
+        events: list[Event] = []
+        self._close(events)
+        self.finished = True
+        if not self.output_tokens:
+            self.output_tokens = self._chunks
+        if self.emit:
+            events.append(
+                (
+                    "message_delta",
+                    {
+                        "type": "message_delta",
+                        "delta": {
+                            "stop_reason": self.stop_reason,
+                            "stop_sequence": self.stop_sequence,
+                        },
+                        "usage": self.usage(),
+                    },
+                )
+            )
+            events.append(("message_stop", {"type": "message_stop"}))
+        return events
+
+    def usage(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+    def message(self) -> dict[str, Any]:
+        """The final Anthropic message (call once ``finished``)."""
+        return {
+            "id": self.message_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": self.content,
+            "stop_reason": self.stop_reason,
+            "stop_sequence": self.stop_sequence,
+            "usage": self.usage(),
+        }
+
+
+def replay_events(message: dict[str, Any]) -> list[Event]:
+    """A complete, well-formed event stream for a stored final message (a cache hit)."""
+    usage = message.get("usage") or {}
+    start = {
+        **message,
+        "content": [],
+        "stop_reason": None,
+        "stop_sequence": None,
+        "usage": {"input_tokens": usage.get("input_tokens", 0), "output_tokens": 0},
+    }
+    events: list[Event] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("ping", {"type": "ping"}),
+    ]
+    for index, block in enumerate(message.get("content") or []):
+        kind = block.get("type")
+        if kind == "text":
+            empty: dict[str, Any] = {"type": "text", "text": ""}
+            delta: dict[str, Any] = {"type": "text_delta", "text": block.get("text", "")}
+        elif kind == "thinking":
+            empty = {"type": "thinking", "thinking": "", "signature": ""}
+            delta = {"type": "thinking_delta", "thinking": block.get("thinking", "")}
+        elif kind == "tool_use":
+            empty = {**block, "input": {}}
+            delta = {
+                "type": "input_json_delta",
+                "partial_json": orjson.dumps(block.get("input", {})).decode(),
+            }
+        else:
+            continue
+        events.append(
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": index, "content_block": empty},
+            )
+        )
+        events.append(
+            ("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta})
+        )
+        events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
+    events.append(
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {
+                    "stop_reason": message.get("stop_reason"),
+                    "stop_sequence": message.get("stop_sequence"),
+                },
+                "usage": usage,
+            },
+        )
+    )
+    events.append(("message_stop", {"type": "message_stop"}))
+    return events
+
+
+# --------------------------------------------------------------------------------- errors
+
+
+def map_status(status: int, detail: str, model: str) -> ProxyError:
+    """An Ollama HTTP error → the Anthropic error the client sees."""
+    if status == 404:
+        return ProxyError("not_found_error", f"model {model!r} is not available on the backend")
+    if status in (429, 503):
+        return ProxyError("overloaded_error", f"backend is overloaded: {detail}")
+    if 400 <= status < 500:
+        return invalid(f"backend rejected the request: {detail}")
+    return ProxyError("api_error", f"backend error (HTTP {status}): {detail}")
+
+
+def _bad_reply(exc: BackendBadReply) -> ProxyError:
+    if exc.kind == "bad_chunk":
+        return ProxyError("api_error", "backend sent malformed data")
+    kind = "overloaded_error" if "overload" in exc.detail.lower() else "api_error"
+    return ProxyError(kind, f"backend error: {exc.detail}")
+
+
+def anthropic_error(exc: BackendError, model: str) -> ProxyError:
+    """A backend failure before the answer started → the Anthropic error the client sees."""
+    if isinstance(exc, BackendStatus):
+        return map_status(exc.status, exc.detail, model)
+    if isinstance(exc, BackendBadReply):
+        return _bad_reply(exc)
+    if isinstance(exc, BackendUnreachable):
+        return ProxyError("overloaded_error", "backend unreachable: cannot connect to Ollama")
+    if isinstance(exc, BackendTimeout):
+        return ProxyError("overloaded_error", "backend timed out")
+    return ProxyError("overloaded_error", "backend connection failed")
+
+
+def mid_answer_error(exc: BackendError) -> ProxyError:
+    """A backend failure while the answer was arriving → the Anthropic error (an SSE ``error``
+    event when the client streams)."""
+    if isinstance(exc, BackendBadReply):
+        return _bad_reply(exc)
+    if isinstance(exc, BackendTimeout):
+        return ProxyError("overloaded_error", "backend timed out mid-answer")
+    return ProxyError("api_error", "backend connection lost mid-answer")
