@@ -6,11 +6,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from vastllm.proxy.config import ConfigError, Settings, load_settings, redact_url
+from vastllm.proxy.config import ConfigError, Settings, load_settings, redact_url, secrets_of
 
 
 def startup_line(settings: Settings) -> str:
-    """The one startup log line: where, what backend, which model, cache on/off. Never the key."""
+    """The one startup log line: where, what backend, which model, cache on/off.
+
+    Never the key, nor a password of the Redis or Ollama URL (``user:pass@`` or
+    ``?password=``)."""
     cache = f"on ({redact_url(settings.redis_url)})" if settings.cache_enabled else "off"
     auth = "required" if settings.api_key else "off"
     aliases = ", ".join(f"{pattern}->{target}" for pattern, target in settings.alias_rules)
@@ -28,26 +31,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"vastllm-proxy: error: {exc}\n")
         return 2
 
-    import uvicorn
-
     from vastllm.proxy import logs
     from vastllm.proxy.app import create_app
+    from vastllm.proxy.server import build_server, limit_heap_fragmentation
 
-    logs.configure(settings.log_format, settings.log_level)
-    logging.getLogger("vastllm.proxy").info(startup_line(settings))
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        timeout_keep_alive=75,
-    )
-    server = uvicorn.Server(config)
+    limit_heap_fragmentation()
+    logs.configure(settings.log_format, settings.log_level, secrets_of(settings))
+    log = logging.getLogger("vastllm.proxy")
+    log.info(startup_line(settings))
+    for warning in settings.warnings:
+        log.warning(warning)
+    server = build_server(settings, create_app(settings))
     try:
         server.run()
     except KeyboardInterrupt:

@@ -43,6 +43,7 @@ class RateLimitedWarning:
 
 
 MEMORY_BYTES = 16 * 1024 * 1024
+MAX_ENTRY_BYTES = 1024 * 1024  # VASTLLM_CACHE_MAX_ENTRY_BYTES: larger answers are not stored
 MEMORY_TTL = 300.0
 _ENTRY_OVERHEAD = 256  # bytes of Python objects per entry (key, tuple, dict slot), counted too
 
@@ -94,14 +95,23 @@ class AnswerCache:
     """Final messages in Redis, the recently used ones also in memory (``MemoryTier``).
 
     Any Redis failure means "bypass", never an error. After a failure Redis is skipped for
-    ``retry_after`` seconds so a dead Redis costs nothing.
+    ``retry_after`` seconds so a dead Redis costs nothing. An answer larger than
+    ``max_entry_bytes`` is not stored at all (neither tier): it would cost Redis memory and a
+    large transfer per hit for an answer unlikely to be asked for again word for word.
     """
 
     def __init__(
-        self, client: Any, ttl: int, retry_after: float = 5.0, memory: MemoryTier | None = None
+        self,
+        client: Any,
+        ttl: int,
+        retry_after: float = 5.0,
+        memory: MemoryTier | None = None,
+        max_entry_bytes: int = MAX_ENTRY_BYTES,
     ) -> None:
         self._client = client
         self._ttl = ttl
+        self.max_entry_bytes = max_entry_bytes
+        self.too_large = 0  # answers not stored for their size
         self.memory = memory if memory is not None else MemoryTier(ttl=min(float(ttl), MEMORY_TTL))
         self._retry_after = retry_after
         self._down_until = 0.0
@@ -141,6 +151,9 @@ class AnswerCache:
         return value
 
     async def put(self, key: str, value: bytes) -> bool:
+        if len(value) > self.max_entry_bytes:
+            self.too_large += 1
+            return False
         self.memory.put(key, value)
         if not self.available:
             return False

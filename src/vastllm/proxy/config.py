@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
 
@@ -43,9 +43,21 @@ class Settings:
     max_request_bytes: int = 32 * 1024 * 1024
     connect_timeout: float = 5.0
     read_timeout: float = 1800.0
+    first_token_timeout: float = 600.0  # a streamed generation's first token, at most
+    ping_interval: float = 5.0  # SSE ping while a streaming client waits for the first token
     log_format: str = "text"
     log_level: str = "INFO"
     open_metrics: bool = False
+    # Limits of the listening port (server.py); docs/proxy.md "Limits and timeouts".
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    body_timeout: float = 30.0
+    max_header_bytes: int = 64 * 1024
+    max_other_body_bytes: int = 64 * 1024
+    max_connections: int = 10000
+    cache_max_entry_bytes: int = 1024 * 1024
+    # Notes for the start-up log (e.g. a key file others can read); never secrets.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def cache_enabled(self) -> bool:
@@ -106,9 +118,14 @@ def parse_bool(raw: str) -> bool:
 
 def _parse_http_url(raw: str) -> str:
     value = raw.strip().rstrip("/")
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise ValueError(f"must be an http:// or https:// URL, got {raw!r}")
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+    except ValueError:
+        raise ValueError("must be an http:// or https:// URL (it does not parse)") from None
+    if parts.scheme not in {"http", "https"} or not hostname:
+        # Never repeat a password the URL may carry (the message goes to stderr and logs).
+        raise ValueError(f"must be an http:// or https:// URL, got {redact_url(raw.strip())!r}")
     return value
 
 
@@ -179,10 +196,27 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("max_request_bytes", _parse_positive_int, "largest accepted request body"),
     _Option("connect_timeout", _parse_positive_float, "Ollama connect timeout, s (default 5)"),
     _Option("read_timeout", _parse_positive_float, "Ollama read timeout, s (default 1800)"),
+    _Option("first_token_timeout", _parse_positive_float, "s to the first token (default 600)"),
+    _Option("ping_interval", _parse_positive_float, "s between SSE pings (default 5)"),
     _Option("log_format", _parse_log_format, "text or json (default text)"),
     _Option("log_level", _parse_log_level, "DEBUG, INFO, WARNING, ERROR (default INFO)"),
     _Option("open_metrics", parse_bool, "serve /metrics and /v1/models without the key"),
+    _Option("header_timeout", _parse_positive_float, "s to send a request's headers (default 10)"),
+    _Option("keepalive_timeout", _parse_positive_float, "s an idle connection stays (default 75)"),
+    _Option("body_timeout", _parse_positive_float, "s a request body may stall (default 30)"),
+    _Option("max_header_bytes", _parse_positive_int, "largest request head (default 65536)"),
+    _Option("max_other_body_bytes", _parse_positive_int, "largest body, other routes (65536)"),
+    _Option("max_connections", _parse_positive_int, "open connections at most (default 10000)"),
+    _Option("cache_max_entry_bytes", _parse_positive_int, "largest cached answer (1048576)"),
 )
+
+# Settings whose value is, or may contain, a secret: never accepted as a command-line flag,
+# where every user of the machine sees it (``ps``, /proc/PID/cmdline).
+_SECRET_FLAGS = {
+    "api_key": "the key",
+    "redis_url": "a Redis URL with a password",
+    "ollama_url": "an Ollama URL with credentials",
+}
 
 
 def env_name(option: str) -> str:
@@ -216,8 +250,9 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _read_key_file(path: str) -> str:
+def _read_key_file(path: str, warnings: list[str]) -> str:
     try:
+        mode = Path(path).stat().st_mode
         key = Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise ConfigError(
@@ -227,7 +262,36 @@ def _read_key_file(path: str) -> str:
         raise ConfigError(f"{env_name('api_key_file')}: key file {path!r} is not text") from None
     if not key:
         raise ConfigError(f"{env_name('api_key_file')}: key file {path!r} is empty")
+    if mode & 0o077:
+        warnings.append(
+            f"{env_name('api_key_file')}: key file {path!r} has mode {mode & 0o777:04o}, "
+            "other users may read it: chmod 600"
+        )
     return key
+
+
+def url_has_secret(url: str) -> bool:
+    """Whether a URL carries a password (``user:pass@``, a bare ``user@`` token, or
+    ``?password=``)."""
+    try:
+        parts = urlsplit(url.strip())
+        return bool(parts.password or parts.username or "password" in parse_qs(parts.query))
+    except ValueError:
+        return "@" in url or "password" in url.lower()
+
+
+def _refuse_secret_flag(name: str, raw: str) -> None:
+    if name == "api_key" or (name in _SECRET_FLAGS and url_has_secret(raw)):
+        flag = "--" + name.replace("_", "-")
+        where = (
+            f"{env_name('api_key')} or {env_name('api_key_file')} (a 0600 file)"
+            if name == "api_key"
+            else env_name(name)
+        )
+        raise ConfigError(
+            f"{flag}: refusing {_SECRET_FLAGS[name]} on the command line, where every user "
+            f"of the machine can read it (ps); set {where} instead"
+        )
 
 
 def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Settings:
@@ -242,10 +306,13 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
         raise ConfigError("invalid command line (see --help)") from None
 
     values: dict[str, Any] = {}
+    warnings: list[str] = []
     key_file: str | None = None
     for option in _OPTIONS:
         flag_value = getattr(namespace, option.name)
         source = "--" + option.name.replace("_", "-")
+        if flag_value is not None:
+            _refuse_secret_flag(option.name, flag_value)
         raw = flag_value
         if raw is None:
             raw = environ.get(env_name(option.name))
@@ -268,9 +335,9 @@ def load_settings(argv: Sequence[str], env: Mapping[str, str] | None = None) -> 
             raise ConfigError(
                 f"set only one of {env_name('api_key')} and {env_name('api_key_file')}"
             )
-        values["api_key"] = _read_key_file(key_file)
+        values["api_key"] = _read_key_file(key_file, warnings)
 
-    settings = Settings(**values)
+    settings = Settings(**values, warnings=tuple(warnings))
     if not settings.api_key and not is_loopback(settings.host):
         raise ConfigError(
             f"refusing to listen on non-loopback address {settings.host!r} without an API key: "
@@ -288,15 +355,49 @@ def resolve_model(name: str, rules: Sequence[tuple[str, str]]) -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """The URL without its password, fit for a log line."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """The URL without its password (``user:pass@`` or ``?password=``), fit for a log line.
+
+    A URL that does not parse is replaced whole when it might hold a secret."""
+    try:
+        parts = urlsplit(url)
+        password, username, port = parts.password, parts.username, parts.port
+    except ValueError:
+        return "<unparsable URL>" if ("@" in url or "password" in url.lower()) else url
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(name.lower() == "password" for name, _value in pairs):
+        query = urlencode(
+            [(name, "***" if name.lower() == "password" else value) for name, value in pairs],
+            safe="*/",
+        )
+    if password is None and username is None and query == parts.query:
         return url
-    netloc = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{netloc}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if password is not None or username is not None:
+        # user:***@ when there is a password; a lone user name may be a token: ***@
+        user = f"{username or ''}:***" if password is not None else "***"
+        host = parts.hostname or ""
+        netloc = f"{user}@[{host}]" if ":" in host else f"{user}@{host}"
+        if port:
+            netloc += f":{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def secrets_of(settings: Settings) -> tuple[str, ...]:
+    """The secret strings of the settings, for scrubbing from every log line."""
+    found: list[str] = []
+    if settings.api_key:
+        found.append(settings.api_key)
+    for url in (settings.redis_url, settings.ollama_url):
+        try:
+            parts = urlsplit(url)
+            candidates = [parts.password, *parse_qs(parts.query).get("password", [])]
+        except ValueError:
+            continue
+        for candidate in candidates:
+            if candidate:
+                found.extend({candidate, unquote(candidate)})
+    return tuple(secret for secret in found if len(secret) >= 4)
 
 
 def log_level_number(settings: Settings) -> int:

@@ -19,6 +19,10 @@ class RedisError(Exception):
     """Redis could not be used (connection, timeout, protocol or a Redis error reply)."""
 
 
+class RedisConnectionLost(RedisError):
+    """The connection was closed or reset under the command (e.g. Redis restarted)."""
+
+
 def _pack(*args: bytes) -> bytes:
     out = [b"*%d\r\n" % len(args)]
     for arg in args:
@@ -100,13 +104,24 @@ class RespClient:
                     return int(rest)
         except TimeoutError:
             raise RedisError("Redis timed out") from None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            raise RedisError("Redis connection lost") from None
+        except (OSError, asyncio.IncompleteReadError):
+            raise RedisConnectionLost("Redis connection lost") from None
+        except (asyncio.LimitOverrunError, ValueError):
+            raise RedisError("unexpected Redis reply") from None
         if kind == b"-":
             raise RedisError("Redis error: " + rest.decode(errors="replace"))
         raise RedisError("unexpected Redis reply")
 
     async def command(self, *args: bytes) -> bytes | int | None:
+        """Send one command and return its reply.
+
+        A pooled connection may have been closed while it sat idle (Redis restarted, or closed
+        idle clients) without the loop having noticed yet. When such a reused connection turns
+        out lost, the other idle ones are dropped too (they share its fate) and the command is
+        sent once more, at once, on a new connection. A timeout is never retried (a hung Redis
+        would cost twice), nor is a failure on a new connection.
+        """
+        payload = _pack(*args)
         stream = None
         while self._idle and stream is None:
             candidate = self._idle.pop()
@@ -114,18 +129,33 @@ class RespClient:
                 candidate[1].close()
             else:
                 stream = candidate
-        if stream is None:
-            stream = await self._connect()
+        if stream is not None:
+            try:
+                return self._release(stream, await self._exchange(stream, payload))
+            except RedisConnectionLost:
+                stream[1].close()
+                self._drop_idle()
+            except BaseException:
+                stream[1].close()  # its state is unknown (or a cancelled exchange)
+                raise
+        stream = await self._connect()
         try:
-            reply = await self._exchange(stream, _pack(*args))
+            reply = await self._exchange(stream, payload)
         except BaseException:
             stream[1].close()  # its state is unknown (or a cancelled exchange): never reuse it
             raise
+        return self._release(stream, reply)
+
+    def _release(self, stream: Stream, reply: bytes | int | None) -> bytes | int | None:
         if len(self._idle) < self._max_idle:
             self._idle.append(stream)
         else:
             stream[1].close()
         return reply
+
+    def _drop_idle(self) -> None:
+        while self._idle:
+            self._idle.pop()[1].close()
 
     async def get(self, key: str) -> bytes | None:
         reply = await self.command(b"GET", key.encode())
@@ -138,5 +168,4 @@ class RespClient:
         return await self.command(b"PING") == b"PONG"
 
     async def aclose(self) -> None:
-        while self._idle:
-            self._idle.pop()[1].close()
+        self._drop_idle()

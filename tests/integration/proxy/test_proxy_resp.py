@@ -88,3 +88,48 @@ def test_bad_database_number_is_refused():
 
 def test_redis_server_binary_is_where_the_fixture_expects():
     assert REDIS_SERVER == "/usr/bin/redis-server"
+
+
+async def test_pooled_connections_reconnect_once_after_a_redis_restart(redis_server):
+    """Redis restarts while the loop is busy (it has not seen the old connections close):
+    the next commands reconnect at once instead of failing."""
+    client = RespClient(redis_server.url, connect_timeout=0.5, timeout=0.5)
+    keys = [f"vastllm:test:r{i}" for i in range(8)]
+    await asyncio.gather(*(client.set(k, b"before", ex=60) for k in keys))
+    assert len(client._idle) == len(keys)  # eight pooled connections, all about to die
+    redis_server.restart()  # synchronous: the loop does not run in between
+    assert await client.get(keys[0]) is None  # a new server: empty, but answering
+    assert client._idle
+    assert len(client._idle) == 1
+    await client.set(keys[1], b"after", ex=60)
+    assert await client.get(keys[1]) == b"after"
+    assert await asyncio.gather(*(client.ping() for _ in range(8))) == [True] * 8
+    await client.aclose()
+
+
+async def test_a_restart_during_concurrent_commands_costs_no_error(redis_server):
+    client = RespClient(redis_server.url, connect_timeout=0.5, timeout=0.5)
+    await asyncio.gather(*(client.ping() for _ in range(16)))
+    redis_server.restart()
+    assert await asyncio.gather(*(client.ping() for _ in range(16))) == [True] * 16
+    await client.aclose()
+
+
+async def test_a_lost_new_connection_is_not_retried(redis_server):
+    """Redis gone for good: one connect attempt per command, an error, no retry loop."""
+    client = RespClient(redis_server.url, connect_timeout=0.5, timeout=0.5)
+    await client.ping()
+    redis_server.kill()
+    connects = 0
+    real_connect = client._connect
+
+    async def counting_connect():
+        nonlocal connects
+        connects += 1
+        return await real_connect()
+
+    client._connect = counting_connect  # type: ignore[method-assign]
+    with pytest.raises(RedisError, match="cannot connect"):
+        await client.get("vastllm:test:x")
+    assert connects == 1
+    await client.aclose()
