@@ -16,9 +16,7 @@ The emulator runs in this process on 127.0.0.1; nothing leaves the machine.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -29,33 +27,28 @@ from typing import Any
 
 import yaml
 
-from vastllm_lab.vastai.server import LabServer
-from vastllm_lab.vastai.state import LabState, generate_instances
-
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# The checkout is the collection vastllm.stack, linked there by scripts/setup.sh.
+sys.path.insert(0, str(REPO / ".cache" / "collections"))
 
+from ansible_collections.vastllm.stack.plugins.module_utils import vastai_hosts as hosts  # noqa: E402
 
-def _api() -> Any:
-    path = REPO / "plugins" / "module_utils" / "vastai_api.py"
-    spec = importlib.util.spec_from_file_location("bench_vastai_api", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from vastllm_lab.testing import ansible_env  # noqa: E402
+from vastllm_lab.vastai.fixtures import generate_instances  # noqa: E402
+from vastllm_lab.vastai.server import LabServer  # noqa: E402
+from vastllm_lab.vastai.state import LabState  # noqa: E402
 
 
 def static_inventory(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The same hosts, hostvars and groups as the plugin builds, as a YAML inventory."""
-    api = _api()
     vastai: dict[str, Any] = {}
     groups: dict[str, dict[str, Any]] = {"vastllm": {"hosts": {}}}
     for row in rows:
-        if not api.instance_matches(row, ["running"], [], []):
+        if not hosts.instance_matches(row, ["running"], [], []):
             continue
         name = str(row.get("label") or row["id"])
-        hostvars = api.instance_hostvars(row, "vastai_", "auto")
+        hostvars = hosts.instance_hostvars(row, "vastai_", "auto")
         vastai[name] = hostvars
         groups["vastllm"]["hosts"][name] = None
         for key, value in (
@@ -96,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             config = config.replace(".cache/vastai-inventory", str(tmpdir / "cache"))
             dynamic = tmpdir / "bench.vastai.yml"
             dynamic.write_text(config)
-            env = {k: v for k, v in os.environ.items() if not k.startswith(("ANSIBLE_", "VAST_"))}
-            env.update(
-                ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+            env = ansible_env(
+                REPO,
                 VAST_URL=server.url,
                 VAST_API_KEY="bench-key",
                 ANSIBLE_INVENTORY_UNPARSED_FAILED="true",

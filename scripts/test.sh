@@ -13,6 +13,7 @@ ruff format --check .
 yamllint -s .
 ansible-lint --profile production --offline
 mypy
+./scripts/sanity.sh
 echo "== tests"
 # The lab host (an SSH-reached container) backs the discovery -> provisioning test over real SSH.
 vastllm-lab host up

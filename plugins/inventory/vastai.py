@@ -15,44 +15,27 @@ description:
   - The API key is used only in the C(Authorization) header; it never appears in hostvars, in
     C(--list) output, in the cache or in error messages.
   - The configuration file name must end in C(vastai.yml) or C(vastai.yaml).
+version_added: "0.1.0"
+author:
+  - vastllm contributors (@vastllm)
 extends_documentation_fragment:
-  - constructed
-  - inventory_cache
+  - ansible.builtin.constructed
+  - ansible.builtin.inventory_cache
+  - vastllm.stack.vastai
+  - vastllm.stack.vastai.plugin_env
+seealso:
+  - module: vastllm.stack.vastai_instance
+    description: Rent, start, stop and destroy the instances this inventory lists.
 options:
   plugin:
-    description: Marks the file as a configuration of this plugin.
+    description:
+      - Marks the file as a configuration of this plugin.
+      - The short name V(vastai) is accepted for configurations written before the plugin was
+        part of the collection, when the plugin is enabled by its FQCN in C(enable_plugins)
+        (the C(auto) plugin only finds it by V(vastllm.stack.vastai)).
     required: true
     type: str
     choices: [vastllm.stack.vastai, vastai]
-  api_key:
-    description:
-      - vast.ai API key. May be a template, e.g. C({{ vault_vast_api_key }}).
-      - When unset, the E(VAST_API_KEY) environment variable is used, then the key file of the
-        vastai CLI (C($XDG_CONFIG_HOME/vastai/vast_api_key), C(~/.config/vastai/vast_api_key),
-        C(~/.vast_api_key)).
-    type: str
-    env:
-      - name: VAST_API_KEY
-  api_url:
-    description: Base URL of the vast.ai API (for example a lab emulator on 127.0.0.1).
-    type: str
-    default: https://console.vast.ai
-    env:
-      - name: VAST_URL
-  validate_certs:
-    description: Verify the TLS certificate of O(api_url).
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait for one API response.
-    type: int
-    default: 30
-  retries:
-    description:
-      - How many times to retry a call that failed with 429, 502, 503, 504 or a network error.
-      - Waits for the server's C(Retry-After) when given, else exponential backoff.
-    type: int
-    default: 5
   retry_backoff:
     description: First backoff delay in seconds (doubles on each retry, capped at 30).
     type: float
@@ -150,19 +133,18 @@ compose:
 """
 
 import hashlib
-import os
 from typing import Any
 
-from ansible.errors import AnsibleError, AnsibleParserError
+from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
-
-from ..module_utils import vastai_api as api
-
-
+from ansible_collections.vastllm.stack.plugins.module_utils import vastai_api as api
+from ansible_collections.vastllm.stack.plugins.module_utils import vastai_hosts as hosts
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
     NAME = "vastllm.stack.vastai"
+    # What configuration files said before the plugin was part of the collection.
+    SHORT_NAME = "vastai"
 
     def verify_file(self, path: str) -> bool:
         if not super().verify_file(path):
@@ -197,10 +179,18 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     # -- parse -------------------------------------------------------------------------
 
+    def _read_config_data(self, path: str) -> dict[str, Any]:
+        # Ansible accepts only the names the plugin was loaded by in `plugin:`; add the short one.
+        names = list(getattr(self, "_redirected_names", None) or [self.NAME])
+        if self.SHORT_NAME not in names:
+            self._redirected_names = [*names, self.SHORT_NAME]
+        data: dict[str, Any] = super()._read_config_data(path)
+        return data
+
     def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
-        if self.get_option("connect_with") not in api.CONNECT_MODES:
+        if self.get_option("connect_with") not in hosts.CONNECT_MODES:
             raise AnsibleParserError("vastai inventory: connect_with must be auto, direct or proxy")
 
         use_cache = bool(self.get_option("cache"))
@@ -236,9 +226,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self.inventory.add_group("vastai")
         taken: set[str] = set()
         for row in rows:
-            if not api.instance_matches(row, statuses, labels, gpu_names):
+            if not hosts.instance_matches(row, statuses, labels, gpu_names):
                 continue
-            hostvars = api.instance_hostvars(row, prefix, connect_with)
+            hostvars = hosts.instance_hostvars(row, prefix, connect_with)
             name = self._hostname(row, hostvars, hostname_expr, strict)
             if name in taken:
                 renamed = f"{name}-{row.get('id')}"
@@ -262,7 +252,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         self, row: dict[str, Any], hostvars: dict[str, Any], expr: str | None, strict: bool
     ) -> str:
         if not expr:
-            return str(api.default_hostname(row))
+            return str(hosts.default_hostname(row))
         try:
             value = self._compose(expr, {**row, **hostvars})
         except Exception as err:
@@ -274,7 +264,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             value = None
         text = str(value).strip() if value is not None else ""
         if not text:
-            return str(api.default_hostname(row))
+            return str(hosts.default_hostname(row))
         return text
 
     def _default_groups(self, host: str, hostvars: dict[str, Any], prefix: str) -> None:

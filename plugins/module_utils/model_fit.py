@@ -3,8 +3,8 @@
 # Apache-2.0
 """Pure logic for choosing an Ollama model among ordered candidates.
 
-No I/O lives here: parsing the ``candidates`` option, normalising model names the
-way Ollama does, deciding whether a candidate fits the free disk and the memory
+No I/O lives here: parsing the ``candidates`` option (names normalised by the one
+rule in ``_model_names``), deciding whether a candidate fits the free disk and the memory
 limit (with a human-readable reason), and folding a ``/api/pull`` NDJSON stream
 into progress figures. Everything is plain functions/classes over literal values
 so it can be unit-tested without Ollama or Ansible.
@@ -19,6 +19,12 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
+from ansible_collections.vastllm.stack.plugins.module_utils._model_names import (
+    ModelNameError,
+    display_name,
+    name_key,
+)
+
 GB = 1000**3
 MIB = 1024**2
 
@@ -27,7 +33,6 @@ MIB = 1024**2
 MEMORY_OVERHEAD_FACTOR = 1.2
 
 CANDIDATE_KEYS = ("name", "size_gb", "size_bytes", "memory_gb")
-DEFAULT_REGISTRY = "registry.ollama.ai"
 
 
 class CandidateError(ValueError):
@@ -79,37 +84,19 @@ class Candidate:
 
 
 def normalize_name(name: str) -> str:
-    """Return the name the way ``/api/tags`` lists it.
-
-    ``qwen3`` -> ``qwen3:latest``; ``library/qwen3:8b`` and
-    ``registry.ollama.ai/library/qwen3:8b`` -> ``qwen3:8b``; ``user/model`` ->
-    ``user/model:latest``; other registries keep their host (``host:5000/ns/m:tag``).
-    """
-    text = name.strip()
-    if not text:
-        raise CandidateError("model name is empty")
-    if any(ch.isspace() for ch in text):
-        raise CandidateError("model name %r contains whitespace" % name)
-    parts = text.split("/")
-    if len(parts) >= 2 and parts[0] == DEFAULT_REGISTRY:
-        parts = parts[1:]
-    if len(parts) == 2 and parts[0] == "library":
-        parts = parts[1:]
-    last = parts[-1]
-    if "@" in last:
-        # pinned by digest (model@sha256:...): keep as given
-        return "/".join(parts)
-    if ":" not in last:
-        last += ":latest"
-    if last.startswith(":") or last.endswith(":"):
-        raise CandidateError("model name %r has an empty name or tag" % name)
-    parts[-1] = last
-    return "/".join(parts)
+    """The name the way ``/api/tags`` lists it (the rule lives in ``_model_names``)."""
+    try:
+        return display_name(name)
+    except ModelNameError as exc:
+        raise CandidateError(str(exc)) from None
 
 
 def model_key(name: str) -> str:
-    """Comparison key: Ollama matches model names case-insensitively."""
-    return normalize_name(name).lower()
+    """Comparison key: Ollama matches model names case-insensitively (see ``_model_names``)."""
+    try:
+        return name_key(name)
+    except ModelNameError as exc:
+        raise CandidateError(str(exc)) from None
 
 
 def _number(entry_label: str, key: str, value: Any) -> float:

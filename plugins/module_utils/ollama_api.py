@@ -1,33 +1,42 @@
 # -*- coding: utf-8 -*-
 # Copyright: vastllm contributors
 # Apache-2.0
-"""A small, typed, standard-library HTTP client for the Ollama REST API.
+"""A small, typed HTTP client for the Ollama REST API, on Ansible's own URL helpers.
 
 Shared by every vastllm module that talks to Ollama. It has no AnsibleModule
-dependency so it can be unit-tested directly.
+dependency so it can be unit-tested directly. Requests go through
+``ansible.module_utils.urls.Request``, so the proxy settings (``http_proxy``,
+``https_proxy``, ``no_proxy``) and CA settings users give every other module apply here too.
 
 * ``get_json`` / ``post_json`` / ``delete_json``: one JSON request, retried with
-  exponential backoff on connection errors, timeouts and HTTP 5xx.
-* ``stream_ndjson``: a streaming POST yielding one dict per NDJSON line, with a
-  per-read timeout (a stalled stream raises instead of hanging). Only the
+  exponential backoff (``_retry.RetryPolicy``) on connection errors, timeouts and HTTP 5xx;
+  a ``Retry-After`` sent with a 5xx is honoured.
+* ``stream_ndjson``: a streaming POST yielding one dict per NDJSON line (read line by line),
+  with a per-read timeout (a stalled stream raises instead of hanging). Only the
   connection set-up is retried here; a stream that breaks midway raises
   ``OllamaUnreachable`` and the caller decides whether to start over.
 
 Errors: ``OllamaUnreachable`` (network: refused, reset, timed out; names the URL)
 and ``OllamaError`` (Ollama answered with an error status or an unreadable body).
+Python 3.8 compatible: this runs on the managed host.
 """
 
 from __future__ import annotations
 
 import json
 import socket
-import ssl
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 from http.client import HTTPException
 from typing import Any, Callable, Dict, Iterator, Optional
+
+from ansible.module_utils.urls import ConnectionError as UrlsConnectionError
+from ansible.module_utils.urls import Request
+from ansible_collections.vastllm.stack.plugins.module_utils._retry import (
+    RetryPolicy,
+    call_with_retries,
+)
 
 DEFAULT_URL = "http://127.0.0.1:11434"
 
@@ -44,13 +53,20 @@ class OllamaUnreachable(Exception):
 class OllamaError(Exception):
     """Ollama answered, but with an error (HTTP status >= 400 or bad body)."""
 
-    def __init__(self, status: Optional[int], message: str, url: str = "") -> None:
+    def __init__(
+        self,
+        status: Optional[int],
+        message: str,
+        url: str = "",
+        retry_after: Optional[float] = None,
+    ) -> None:
         where = " (%s)" % url if url else ""
         prefix = "HTTP %d" % status if status is not None else "bad response"
         super().__init__("Ollama %s%s: %s" % (prefix, where, message))
         self.status = status
         self.message = message
         self.url = url
+        self.retry_after = retry_after
 
 
 def _error_message(body: bytes) -> str:
@@ -79,13 +95,27 @@ def _describe(exc: BaseException) -> str:
     return "%s: %s" % (type(exc).__name__, text) if text else type(exc).__name__
 
 
-def backoff_delays(retries: int, base: float, cap: float = 30.0) -> Iterator[float]:
-    """Delays between attempts: base, 2*base, 4*base ... capped (``retries`` values)."""
-    for attempt in range(max(0, retries)):
-        yield min(cap, base * (2**attempt))
+MAX_BACKOFF = 30.0
+NETWORK_ERRORS = (urllib.error.URLError, OSError, HTTPException, UrlsConnectionError)
 
 
-NETWORK_ERRORS = (urllib.error.URLError, OSError, HTTPException)
+def _retry_after(value: Optional[str]) -> Optional[float]:
+    """Delta-seconds of a ``Retry-After`` header (Ollama sends no dates); None if absent/bad."""
+    try:
+        return max(0.0, float(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _retryable(error: Exception) -> bool:
+    """Network failures and 5xx answers are worth another try; 4xx and bad bodies are not."""
+    if isinstance(error, OllamaUnreachable):
+        return True
+    return isinstance(error, OllamaError) and error.status is not None and error.status >= 500
+
+
+def _server_wait(error: Exception) -> Optional[float]:
+    return error.retry_after if isinstance(error, OllamaError) else None
 
 
 class OllamaClient:
@@ -107,46 +137,44 @@ class OllamaClient:
         self.timeout = timeout
         self.retries = max(0, int(retries))
         self.retry_delay = max(0.0, float(retry_delay))
+        self.policy = RetryPolicy(retries=self.retries, base=self.retry_delay, cap=MAX_BACKOFF)
         self._sleep = sleep
-        self._context: Optional[ssl.SSLContext] = None
-        if parsed.scheme == "https" and insecure:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            self._context = ctx
+        # One Request for the client: defaults shared by every call (proxy from the
+        # environment, certificate checks unless ``insecure``).
+        self._http = Request(
+            headers={"Accept": "application/json"},
+            use_proxy=True,
+            validate_certs=not insecure,
+            http_agent="vastllm-ansible",
+        )
 
     def url(self, path: str) -> str:
         return self.base_url + "/" + path.lstrip("/")
 
     def _open(self, method: str, path: str, body: Optional[Dict[str, Any]], timeout: float) -> Any:
+        """One HTTP exchange; HTTP errors and network failures become our two error classes."""
         data = None
-        headers = {"Accept": "application/json", "User-Agent": "vastllm-ansible"}
+        headers = {}
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(self.url(path), data=data, headers=headers, method=method)
-        return urllib.request.urlopen(request, timeout=timeout, context=self._context)
+        try:
+            return self._http.open(
+                method, self.url(path), data=data, headers=headers, timeout=timeout
+            )
+        except urllib.error.HTTPError as exc:
+            message = _error_message(exc.read() or b"")
+            wait = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
+            raise OllamaError(exc.code, message, "%s %s" % (method, path), wait) from None
+        except NETWORK_ERRORS as exc:
+            raise OllamaUnreachable(self.base_url, _describe(exc)) from None
 
-    def _with_retries(
-        self, method: str, path: str, call: Callable[[], Any], retries: Optional[int] = None
-    ) -> Any:
+    def _with_retries(self, call: Callable[[], Any], retries: Optional[int] = None) -> Any:
         """Run ``call``; retry on network errors and 5xx; raise the clear error."""
-        count = self.retries if retries is None else max(0, retries)
-        delays = backoff_delays(count, self.retry_delay)
-        while True:
-            try:
-                return call()
-            except urllib.error.HTTPError as exc:
-                message = _error_message(exc.read() or b"")
-                error: Exception = OllamaError(exc.code, message, "%s %s" % (method, path))
-                retryable = exc.code >= 500
-            except NETWORK_ERRORS as exc:
-                error = OllamaUnreachable(self.base_url, _describe(exc))
-                retryable = True
-            delay = next(delays, None) if retryable else None
-            if delay is None:
-                raise error
-            self._sleep(delay)
+        policy = self.policy
+        if retries is not None:
+            policy = RetryPolicy(retries=max(0, retries), base=self.retry_delay, cap=MAX_BACKOFF)
+        return call_with_retries(call, policy, _retryable, _server_wait, sleep=self._sleep)
 
     def request_json(
         self,
@@ -159,11 +187,16 @@ class OllamaClient:
         wait = self.timeout if timeout is None else timeout
 
         def call() -> bytes:
-            with self._open(method, path, body, wait) as response:
+            response = self._open(method, path, body, wait)
+            try:
                 payload: bytes = response.read()
-                return payload
+            except NETWORK_ERRORS as exc:
+                raise OllamaUnreachable(self.base_url, _describe(exc)) from None
+            finally:
+                response.close()
+            return payload
 
-        raw = self._with_retries(method, path, call)
+        raw = self._with_retries(call)
         if not raw.strip():
             return None
         try:
@@ -197,9 +230,7 @@ class OllamaClient:
         HTTP 200 stream can still end in ``{"error": ...}``. ``retries`` overrides the
         client's retry count for the connection set-up (0 when the caller retries itself).
         """
-        response = self._with_retries(
-            "POST", path, lambda: self._open("POST", path, body, read_timeout), retries
-        )
+        response = self._with_retries(lambda: self._open("POST", path, body, read_timeout), retries)
         try:
             while True:
                 try:

@@ -183,7 +183,7 @@ def port_env(ports: Iterable[int | str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for port in ports:
         text = str(port).strip()
-        number, _, proto = text.partition("/")
+        number, _slash, proto = text.partition("/")
         if not number.isdigit() or not 0 < int(number) < 65536:
             raise OfferError(f"port {text!r} is not a port number (1-65535, optional /tcp|/udp)")
         if proto and proto not in ("tcp", "udp"):

@@ -29,7 +29,9 @@ description:
   - Runs on the host that can reach Ollama; needs only the Python standard library.
 version_added: "0.1.0"
 author:
-  - vastllm contributors
+  - vastllm contributors (@vastllm)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 options:
   ollama_url:
     description: Base URL of the Ollama REST API.
@@ -128,6 +130,9 @@ attributes:
   diff_mode:
     support: full
     details: Shows the list of present models before and after.
+  platform:
+    support: full
+    platforms: posix
 notes:
   - Sizes and memory in candidates are decimal GB (10^9 bytes), as Ollama shows them;
     O(memory_limit_mb) is MiB, as C(nvidia-smi) and C(ansible_facts.memtotal_mb) report it.
@@ -139,11 +144,11 @@ seealso:
 
 EXAMPLES = r"""
 - name: Pull one model
-  ollama_model:
+  vastllm.stack.ollama_model:
     name: qwen2.5-coder:7b
 
 - name: Best coding model that fits this GPU and disk
-  ollama_model:
+  vastllm.stack.ollama_model:
     candidates:
       - name: qwen3-coder:30b
         size_gb: 19
@@ -157,7 +162,7 @@ EXAMPLES = r"""
   register: picked
 
 - name: Long pull in the background, progress readable from the progress file
-  ollama_model:
+  vastllm.stack.ollama_model:
     name: qwen3-coder:30b
     progress_file: /var/lib/vastllm/ollama-pull-progress.json
   async: 7200
@@ -165,7 +170,7 @@ EXAMPLES = r"""
   register: pull_job
 
 - name: Remove a model
-  ollama_model:
+  vastllm.stack.ollama_model:
     name: llama3.1:8b
     state: absent
 """
@@ -246,6 +251,10 @@ import time
 from typing import Any, Dict, List, Optional
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.vastllm.stack.plugins.module_utils._retry import (
+    RetryPolicy,
+    call_with_retries,
+)
 from ansible_collections.vastllm.stack.plugins.module_utils.model_fit import (
     GB,
     MIB,
@@ -259,11 +268,25 @@ from ansible_collections.vastllm.stack.plugins.module_utils.model_fit import (
     parse_candidates,
     present_names,
 )
-from ansible_collections.vastllm.stack.plugins.module_utils.ollama_api import OllamaClient, OllamaError, OllamaUnreachable
+from ansible_collections.vastllm.stack.plugins.module_utils.ollama_api import (
+    MAX_BACKOFF,
+    OllamaClient,
+    OllamaError,
+    OllamaUnreachable,
+)
 
 DEFAULT_MODELS_PATH = "/root/.ollama/models"
 PROGRESS_INTERVAL = 0.5  # seconds between progress-file rewrites
 MAX_READ_TIMEOUT = 300.0
+
+
+class _PullBroke(Exception):
+    """A pull that broke for a reason worth another try (network, 5xx, stream cut short)."""
+
+    def __init__(self, reason: str, retry_after: Optional[float] = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 def free_disk_bytes(path: str) -> Optional[int]:
@@ -405,11 +428,11 @@ class Runner:
             "stream": True,
             "insecure": p["insecure"],
         }
-        delay = p["retry_delay"]
-        last_error = ""
-        for attempt in range(p["retries"] + 1):
-            if attempt:
-                time.sleep(min(30.0, delay * (2 ** (attempt - 1))))
+        tries: List[int] = []
+
+        def attempt() -> Optional[str]:
+            """One pull; None on success, else the final reason; _PullBroke to try again."""
+            tries.append(len(tries))
             tracker = PullProgress(candidate.name, time.time())
             self.progress.write(tracker.record(time.time(), "pulling"), force=True)
             try:
@@ -427,17 +450,13 @@ class Runner:
                             human_bytes(tracker.total or None),
                         )
             except OllamaUnreachable as exc:
-                last_error = exc.reason
                 self.progress.write(tracker.record(time.time(), "retrying"), force=True)
-                if time.time() > deadline:
-                    break
-                continue
+                raise _PullBroke(exc.reason) from None
             except OllamaError as exc:
                 if exc.status is not None and exc.status >= 500:
                     # busy / transient server error: worth another try, like a network error
-                    last_error = str(exc)
                     self.progress.write(tracker.record(time.time(), "retrying"), force=True)
-                    continue
+                    raise _PullBroke(str(exc), exc.retry_after) from None
                 self.progress.write(tracker.record(time.time(), "failed"), force=True)
                 if exc.status == 404:
                     return "not found in the registry: %s" % exc.message
@@ -445,18 +464,37 @@ class Runner:
             if tracker.error is None and not tracker.succeeded:
                 # the stream stopped without "success" or an error line: the connection
                 # was cut (Ollama resumes partial downloads, so starting over is cheap)
-                last_error = "the pull stream ended early (last status: %s)" % tracker.status
                 self.progress.write(tracker.record(time.time(), "retrying"), force=True)
-                continue
+                raise _PullBroke("the pull stream ended early (last status: %s)" % tracker.status)
             failure = tracker.failure()
             state = "failed" if failure else "done"
             self.progress.write(tracker.record(time.time(), state), force=True)
             return failure
-        return "network/server failure after %d attempt(s) at %s: %s" % (
-            p["retries"] + 1,
-            self.url,
-            last_error,
+
+        # The same backoff as every request (doubling from retry_delay, capped at 30 s); no
+        # new try starts once pull_timeout has passed.
+        policy = RetryPolicy(
+            retries=p["retries"],
+            base=p["retry_delay"],
+            cap=MAX_BACKOFF,
+            max_retry_after=MAX_READ_TIMEOUT,
+            deadline=float(p["pull_timeout"]),
         )
+        try:
+            return call_with_retries(
+                attempt,
+                policy,
+                lambda error: isinstance(error, _PullBroke),
+                lambda error: error.retry_after if isinstance(error, _PullBroke) else None,
+                sleep=time.sleep,
+                clock=time.time,
+            )
+        except _PullBroke as exc:
+            return "network/server failure after %d attempt(s) at %s: %s" % (
+                len(tries),
+                self.url,
+                exc.reason,
+            )
 
     def delete(self, name: str) -> Optional[str]:
         """Delete; None on success (or already gone), else the reason."""

@@ -17,7 +17,14 @@ description:
   - The API key is never returned or logged.
 version_added: "0.1.0"
 author:
-  - vastllm contributors
+  - vastllm contributors (@vastllm)
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - vastllm.stack.vastai
+seealso:
+  - plugin: vastllm.stack.vastai
+    plugin_type: inventory
+    description: Lists the instances this module rents as inventory hosts, with the same hostvars.
 options:
   label:
     description:
@@ -33,25 +40,6 @@ options:
     type: str
     choices: [present, running, stopped, absent]
     default: present
-  api_key:
-    description:
-      - vast.ai API key. Defaults to E(VAST_API_KEY), then the vastai CLI's key file.
-    type: str
-  api_url:
-    description: Base URL of the vast.ai API. Defaults to E(VAST_URL), then the public console.
-    type: str
-  validate_certs:
-    description: Verify the TLS certificate of O(api_url).
-    type: bool
-    default: true
-  timeout:
-    description: Seconds to wait for one API response.
-    type: int
-    default: 30
-  retries:
-    description: Retries on 429/502/503/504 and network errors (Retry-After honoured).
-    type: int
-    default: 5
   max_dph:
     description:
       - Cost guard - the most this instance may cost, in dollars per hour (whole instance).
@@ -154,6 +142,7 @@ attributes:
     support: full
     details: Shows the label and status before and after.
   platform:
+    support: full
     platforms: posix
 notes:
   - Labels are the identity; two instances with the same label make V(present)/V(running)/
@@ -163,7 +152,7 @@ notes:
 
 EXAMPLES = r"""
 - name: Rent one RTX 4090 for the proxy, at most $0.60/h
-  vastai_instance:
+  vastllm.stack.vastai_instance:
     label: vastllm-1
     max_dph: 0.60
     gpu_names: [RTX_4090, RTX_3090]
@@ -186,12 +175,12 @@ EXAMPLES = r"""
     ansible_user: root
 
 - name: Stop it (keeps the disk, still billed for storage)
-  vastai_instance:
+  vastllm.stack.vastai_instance:
     label: vastllm-1
     state: stopped
 
 - name: Destroy it
-  vastai_instance:
+  vastllm.stack.vastai_instance:
     label: vastllm-1
     state: absent
 """
@@ -240,20 +229,35 @@ msg:
   description: A human summary, e.g. the offer and its price.
   type: str
   returned: always
+rented:
+  description:
+    - On a failure after this run rented an instance, the instance that is now billed (until it is
+      destroyed), so it is never lost; C(msg) names it too.
+  type: dict
+  returned: on failure after a successful rent
+  sample: {"id": 1234567, "label": "vastllm-1", "dph_total": 0.42}
+status:
+  description: The HTTP status of the vast.ai API answer that failed the task.
+  type: int
+  returned: on API failures
+  sample: 404
 """
 
 import socket
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 from ansible_collections.vastllm.stack.plugins.module_utils.vastai_api import (
     VastAIClient,
     VastAIError,
+    resolve_api_key,
+)
+from ansible_collections.vastllm.stack.plugins.module_utils.vastai_hosts import (
     default_hostname,
     instance_hostvars,
     instance_status,
-    resolve_api_key,
     ssh_endpoint,
 )
 from ansible_collections.vastllm.stack.plugins.module_utils.vastai_offers import (
@@ -299,16 +303,145 @@ def is_stopped(instance: dict[str, Any]) -> bool:
     )
 
 
+class PlanError(Exception):
+    """The wanted state cannot be reached from the current one; the message says why."""
+
+
+def offer_criteria(p: Mapping[str, Any]) -> OfferCriteria:
+    """The module's offer options as search criteria (pure)."""
+    return OfferCriteria(
+        max_dph=float(p["max_dph"]),
+        gpu_names=tuple(p["gpu_names"] or ()),
+        num_gpus=int(p["num_gpus"]),
+        min_gpu_ram_gb=p["min_gpu_ram"],
+        min_disk_gb=p["min_disk"] if p["min_disk"] is not None else float(p["disk"]),
+        min_reliability=p["min_reliability"],
+        verified_only=bool(p["verified_only"]),
+        region=p["region"],
+        extra_filters=p["offer_filters"] or {},
+    )
+
+
+def needs_offers(p: Mapping[str, Any], found: list[dict[str, Any]]) -> bool:
+    """Whether planning needs the offer search: only to rent a missing instance."""
+    return p["state"] in ("present", "running") and not found
+
+
+def _dph(offer: Mapping[str, Any] | None) -> float | None:
+    try:
+        return float(offer["dph_total"]) if offer is not None else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def plan(
+    p: Mapping[str, Any],
+    found: list[dict[str, Any]],
+    offers: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """What to do (pure): from the module's options, the instances carrying the label and, when
+    renting, the offers of the search, to a plan.
+
+    The plan: ``actions`` (in order, from C(rent), C(attach_ssh_key), C(start), C(stop),
+    C(destroy)), ``instance`` (the current one, or None), ``offer`` and ``dph`` (the chosen offer
+    and its $/h when renting), ``destroy`` (ids), ``wait`` (wait for running/SSH afterwards),
+    ``before`` / ``after`` (statuses for the diff) and ``msg`` (the summary, in the future tense
+    of check mode). Raises PlanError when the wanted state cannot be reached.
+    """
+    label = p["label"]
+    result: dict[str, Any] = {
+        "actions": [],
+        "instance": found[0] if len(found) == 1 else None,
+        "offer": None,
+        "dph": None,
+        "destroy": [],
+        "wait": False,
+        "before": instance_status(found[0]) if found else "absent",
+        "after": instance_status(found[0]) if found else "absent",
+        "msg": "",
+    }
+    state = p["state"]
+    if state == "absent":
+        ids = [int(r["id"]) for r in found]
+        result.update(destroy=ids, actions=["destroy"] * len(ids), after="absent")
+        result["msg"] = (
+            f"would destroy {len(ids)} instance(s) labelled {label!r}: {', '.join(map(str, ids))}"
+            if ids
+            else f"no instance labelled {label!r}"
+        )
+        return result
+    if len(found) > 1:
+        ids = ", ".join(str(r.get("id")) for r in found)
+        hint = " - destroy or relabel the extra ones" if state != "stopped" else ""
+        raise PlanError(
+            f"label {label!r} matches {len(found)} instances ({ids}); labels must be unique{hint}"
+        )
+    if state == "stopped":
+        if not found:
+            raise PlanError(
+                f"no instance labelled {label!r} to stop; rent it with state=present first"
+            )
+        instance = found[0]
+        if is_stopped(instance):
+            result["msg"] = f"instance {instance['id']} ({label}) is already stopped"
+        else:
+            result.update(actions=["stop"], after="exited")
+            result["msg"] = f"would stop instance {instance['id']} ({label})"
+        return result
+    if not found:
+        criteria = offer_criteria(p)
+        candidates = list(offers or [])
+        offer = select_offer(candidates, criteria)
+        if offer is None:
+            raise PlanError(
+                f"no vast.ai offer matches the criteria at or below ${criteria.max_dph}/h "
+                f"({len(candidates)} offers returned by the search; relax gpu_names, region, "
+                f"min_reliability or raise max_dph)"
+            )
+        actions = ["rent"] + (["attach_ssh_key"] if p["ssh_key"] else [])
+        result.update(
+            actions=actions, offer=offer, dph=_dph(offer), wait=bool(p["wait"]), after="running"
+        )
+        result["msg"] = f"would rent {describe_offer(offer)} as {label!r}"
+        return result
+    instance = found[0]
+    if state == "running" and is_stopped(instance):
+        result.update(actions=["start"], wait=bool(p["wait"]), after="running")
+        result["msg"] = f"would start instance {instance['id']} ({label})"
+        return result
+    needs_wait = not is_running(instance) or p["wait_ssh"]
+    result["wait"] = bool(p["wait"]) and not is_stopped(instance) and needs_wait
+    result["msg"] = f"instance {instance['id']} ({label}) exists ({instance_status(instance)})"
+    return result
+
+
 class Runner:
-    """The module's actions, over a client and a clock (both replaceable in tests)."""
+    """Finds the current state, plans, and applies the plan over a client (replaceable in tests).
+
+    Once an instance is rented, every failure names it (id, label, $/h) in ``msg`` and in the
+    ``instance`` and ``rented`` fields: it is billed whether or not the rest of the run works.
+    """
 
     def __init__(self, module: AnsibleModule, client: VastAIClient) -> None:
         self.module = module
         self.client = client
         self.params = module.params
         self.actions: list[str] = []
+        self.rented: dict[str, Any] | None = None
+        self.last_seen: dict[str, Any] | None = None
 
     def fail(self, msg: str, **extra: Any) -> None:
+        if self.rented is not None:
+            rented = self.rented
+            price = f"${rented['dph_total']:.4f}/h" if rented["dph_total"] is not None else "$?/h"
+            msg = (
+                f"{msg}. Instance {rented['id']} labelled {rented['label']!r} ({price}) was rented "
+                f"by this run and is billed until destroyed: rerun to continue with it, or "
+                f"destroy it with state=absent"
+            )
+            extra.setdefault("instance", self.last_seen or dict(rented))
+            extra["rented"] = rented
+            extra["changed"] = True
         self.module.fail_json(msg=msg, actions=self.actions, **extra)
 
     def result(
@@ -329,23 +462,23 @@ class Runner:
             **extra,
         }
 
-    def diff(self, before: dict[str, Any] | None, after_status: str) -> dict[str, Any]:
+    def diff(self, before: str, after: str) -> dict[str, Any]:
         label = self.params["label"]
         return {
-            "before": {"label": label, "status": instance_status(before) if before else "absent"},
-            "after": {"label": label, "status": after_status},
+            "before": {"label": label, "status": before},
+            "after": {"label": label, "status": after},
         }
 
     # -- waiting -----------------------------------------------------------------------
 
     def wait_ready(self, instance_id: int, deadline: float) -> dict[str, Any]:
         p = self.params
-        last: dict[str, Any] | None = None
         while True:
             last = self.client.get_instance(instance_id)
             if last is None:
                 self.fail(f"instance {instance_id} ({p['label']}) disappeared while waiting")
                 raise AssertionError("unreachable")
+            self.last_seen = last
             if is_running(last):
                 if not p["wait_ssh"]:
                     return last
@@ -363,25 +496,111 @@ class Runner:
                 )
             time.sleep(max(0.05, float(p["poll_interval"])))
 
-    # -- states ------------------------------------------------------------------------
+    # -- plan and apply ----------------------------------------------------------------
 
-    def criteria(self) -> OfferCriteria:
+    def run(self) -> dict[str, Any]:
         p = self.params
-        return OfferCriteria(
-            max_dph=float(p["max_dph"]),
-            gpu_names=tuple(p["gpu_names"] or ()),
-            num_gpus=int(p["num_gpus"]),
-            min_gpu_ram_gb=p["min_gpu_ram"],
-            min_disk_gb=p["min_disk"] if p["min_disk"] is not None else float(p["disk"]),
-            min_reliability=p["min_reliability"],
-            verified_only=bool(p["verified_only"]),
-            region=p["region"],
-            extra_filters=p["offer_filters"] or {},
+        found = find_by_label(self.client, p["label"])
+        offers = None
+        if needs_offers(p, found):
+            offers = self.client.search_offers(
+                build_offer_query(offer_criteria(p), float(p["disk"]))
+            )
+        todo = plan(p, found, offers)
+        extra: dict[str, Any] = {}
+        if todo["offer"] is not None:
+            extra["offer"] = todo["offer"]
+        if p["state"] == "absent":
+            extra["destroyed"] = todo["destroy"]
+        if self.module.check_mode:
+            self.actions.extend(todo["actions"])
+            instance = todo["instance"] if p["state"] != "absent" else None
+            return self.result(
+                bool(todo["actions"]),
+                instance,
+                todo["msg"],
+                diff=self.diff(todo["before"], todo["after"]),
+                **extra,
+            )
+        return self.apply(todo, extra)
+
+    def apply(self, todo: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+        """Carry out the plan, in order; any failure after a rental names the rental."""
+        p = self.params
+        label = p["label"]
+        instance = todo["instance"]
+        instance_id = int(instance["id"]) if instance is not None else None
+        doomed = iter(todo["destroy"])
+        try:
+            for action in todo["actions"]:
+                if action == "rent":
+                    instance_id = self.rent(todo["offer"])
+                    self.rented = {"id": instance_id, "label": label, "dph_total": todo["dph"]}
+                elif action == "attach_ssh_key":
+                    if instance_id is None:  # the plan rents first when there is no instance
+                        raise AssertionError(f"plan error: {action} without an instance")
+                    self.client.attach_ssh_key(instance_id, p["ssh_key"].strip())
+                elif action == "start":
+                    if instance_id is None:  # the plan rents first when there is no instance
+                        raise AssertionError(f"plan error: {action} without an instance")
+                    self.client.set_state(instance_id, "running")
+                elif action == "stop":
+                    if instance_id is None:  # the plan rents first when there is no instance
+                        raise AssertionError(f"plan error: {action} without an instance")
+                    self.client.set_state(instance_id, "stopped")
+                elif action == "destroy":
+                    self.client.destroy_instance(next(doomed))
+                self.actions.append(action)
+            if p["state"] == "absent":
+                instance = None
+            elif instance_id is not None and todo["wait"]:
+                deadline = time.monotonic() + float(p["wait_timeout"])
+                instance = self.wait_ready(instance_id, deadline)
+            elif instance_id is not None and todo["actions"]:
+                instance = self.client.get_instance(instance_id) or instance
+        except VastAIError as err:
+            step = self._step_name(todo["actions"])
+            self.fail(f"{step}: {err.message}" if step else err.message, status=err.status)
+            raise AssertionError("unreachable") from None
+        after = instance_status(instance) if instance else todo["after"]
+        return self.result(
+            bool(todo["actions"]),
+            instance,
+            self._done_message(todo, instance_id),
+            diff=self.diff(todo["before"], after if p["state"] != "absent" else "absent"),
+            **extra,
         )
 
-    def rent(self) -> dict[str, Any]:
+    def _step_name(self, planned: list[str]) -> str:
+        """Which step failed, for the message (empty before the first change)."""
+        if len(self.actions) < len(planned):
+            return {
+                "attach_ssh_key": "attaching the SSH key failed",
+                "start": "starting the instance failed",
+                "stop": "stopping the instance failed",
+                "destroy": "destroying failed",
+                "rent": "",
+            }[planned[len(self.actions)]]
+        return "waiting for the instance failed" if self.rented or self.actions else ""
+
+    def _done_message(self, todo: dict[str, Any], instance_id: int | None) -> str:
+        label = self.params["label"]
+        if not todo["actions"]:
+            return str(todo["msg"])
+        first = todo["actions"][0]
+        if first == "rent":
+            return f"rented {describe_offer(todo['offer'])} as {label!r} (instance {instance_id})"
+        if first == "destroy":
+            ids = todo["destroy"]
+            return (
+                f"destroyed {len(ids)} instance(s) labelled {label!r}: {', '.join(map(str, ids))}"
+            )
+        verb = {"start": "started", "stop": "stopped"}[first]
+        return f"{verb} instance {instance_id} ({label})"
+
+    def rent(self, offer: dict[str, Any]) -> int:
+        """Rent ``offer``; a rental that went through before the reply was lost is recovered."""
         p = self.params
-        criteria = self.criteria()
         payload = build_create_payload(
             image=p["image"],
             disk_gb=float(p["disk"]),
@@ -392,27 +611,8 @@ class Runner:
             ssh_direct=p["ssh_direct"],
             image_login=p["image_login"],
         )
-        offers = self.client.search_offers(build_offer_query(criteria, float(p["disk"])))
-        offer = select_offer(offers, criteria)
-        if offer is None:
-            self.fail(
-                f"no vast.ai offer matches the criteria at or below ${criteria.max_dph}/h "
-                f"({len(offers)} offers returned by the search; relax gpu_names, region, "
-                f"min_reliability or raise max_dph)"
-            )
-            raise AssertionError("unreachable")
-        summary = describe_offer(offer)
-        if self.module.check_mode:
-            self.actions.append("rent")
-            return self.result(
-                True,
-                None,
-                f"would rent {summary} as {p['label']!r}",
-                offer=offer,
-                diff=self.diff(None, "running"),
-            )
         try:
-            instance_id = self.client.create_instance(int(offer["id"]), payload)
+            return self.client.create_instance(int(offer["id"]), payload)
         except VastAIError as err:
             # The rental may have gone through before the connection broke: look before failing.
             found = find_by_label(self.client, p["label"])
@@ -423,126 +623,7 @@ class Runner:
                 f"renting reported an error ({err.message}) but instance {instance_id} "
                 f"labelled {p['label']!r} exists; continuing with it"
             )
-        self.actions.append("rent")
-        if p["ssh_key"]:
-            self.client.attach_ssh_key(instance_id, p["ssh_key"].strip())
-            self.actions.append("attach_ssh_key")
-        deadline = time.monotonic() + float(p["wait_timeout"])
-        instance = (
-            self.wait_ready(instance_id, deadline)
-            if p["wait"]
-            else self.client.get_instance(instance_id)
-        )
-        return self.result(
-            True,
-            instance,
-            f"rented {summary} as {p['label']!r} (instance {instance_id})",
-            offer=offer,
-            diff=self.diff(None, instance_status(instance) if instance else "loading"),
-        )
-
-    def present(self, want_running: bool) -> dict[str, Any]:
-        p = self.params
-        found = find_by_label(self.client, p["label"])
-        if len(found) > 1:
-            ids = ", ".join(str(r.get("id")) for r in found)
-            self.fail(
-                f"label {p['label']!r} matches {len(found)} instances ({ids}); labels must be "
-                f"unique - destroy or relabel the extra ones"
-            )
-        if not found:
-            return self.rent()
-        instance = found[0]
-        if want_running and is_stopped(instance):
-            if self.module.check_mode:
-                self.actions.append("start")
-                return self.result(
-                    True,
-                    instance,
-                    f"would start instance {instance['id']} ({p['label']})",
-                    diff=self.diff(instance, "running"),
-                )
-            self.client.set_state(int(instance["id"]), "running")
-            self.actions.append("start")
-            deadline = time.monotonic() + float(p["wait_timeout"])
-            if p["wait"]:
-                instance = self.wait_ready(int(instance["id"]), deadline)
-            return self.result(
-                True,
-                instance,
-                f"started instance {instance['id']} ({p['label']})",
-                diff=self.diff(found[0], instance_status(instance)),
-            )
-        needs_wait = not is_running(instance) or p["wait_ssh"]
-        if p["wait"] and not self.module.check_mode and not is_stopped(instance) and needs_wait:
-            deadline = time.monotonic() + float(p["wait_timeout"])
-            instance = self.wait_ready(int(instance["id"]), deadline)
-        return self.result(
-            False,
-            instance,
-            f"instance {instance['id']} ({p['label']}) exists ({instance_status(instance)})",
-            diff=self.diff(instance, instance_status(instance)),
-        )
-
-    def stopped(self) -> dict[str, Any]:
-        p = self.params
-        found = find_by_label(self.client, p["label"])
-        if not found:
-            self.fail(
-                f"no instance labelled {p['label']!r} to stop; rent it with state=present first"
-            )
-        if len(found) > 1:
-            ids = ", ".join(str(r.get("id")) for r in found)
-            self.fail(f"label {p['label']!r} matches {len(found)} instances ({ids})")
-        instance = found[0]
-        if is_stopped(instance):
-            return self.result(
-                False,
-                instance,
-                f"instance {instance['id']} ({p['label']}) is already stopped",
-                diff=self.diff(instance, instance_status(instance)),
-            )
-        self.actions.append("stop")
-        if self.module.check_mode:
-            return self.result(
-                True,
-                instance,
-                f"would stop instance {instance['id']} ({p['label']})",
-                diff=self.diff(instance, "exited"),
-            )
-        self.client.set_state(int(instance["id"]), "stopped")
-        after = self.client.get_instance(int(instance["id"])) or instance
-        return self.result(
-            True,
-            after,
-            f"stopped instance {instance['id']} ({p['label']})",
-            diff=self.diff(instance, instance_status(after)),
-        )
-
-    def absent(self) -> dict[str, Any]:
-        p = self.params
-        found = find_by_label(self.client, p["label"])
-        if not found:
-            return self.result(
-                False,
-                None,
-                f"no instance labelled {p['label']!r}",
-                destroyed=[],
-                diff=self.diff(None, "absent"),
-            )
-        ids = [int(r["id"]) for r in found]
-        if not self.module.check_mode:
-            for instance_id in ids:
-                self.client.destroy_instance(instance_id)
-        self.actions.extend("destroy" for _ in ids)
-        verb = "would destroy" if self.module.check_mode else "destroyed"
-        return self.result(
-            True,
-            None,
-            f"{verb} {len(ids)} instance(s) labelled {p['label']!r}: {', '.join(map(str, ids))}",
-            destroyed=ids,
-            diff=self.diff(found[0], "absent"),
-        )
+            return instance_id
 
 
 ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
@@ -557,7 +638,11 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
         "no_log": True,
         "fallback": (env_fallback, ["VAST_API_KEY"]),
     },
-    "api_url": {"type": "str", "fallback": (env_fallback, ["VAST_URL"])},
+    "api_url": {
+        "type": "str",
+        "default": "https://console.vast.ai",
+        "fallback": (env_fallback, ["VAST_URL"]),
+    },
     "validate_certs": {"type": "bool", "default": True},
     "timeout": {"type": "int", "default": 30},
     "retries": {"type": "int", "default": 5},
@@ -614,17 +699,15 @@ def main() -> None:
             retries=int(p["retries"]),
             validate_certs=bool(p["validate_certs"]),
         )
-        runner = Runner(module, client)
-        if p["state"] in ("present", "running"):
-            result = runner.present(want_running=p["state"] == "running")
-        elif p["state"] == "stopped":
-            result = runner.stopped()
-        else:
-            result = runner.absent()
     except VastAIError as err:
         module.fail_json(msg=err.message, status=err.status)
-    except OfferError as err:
-        module.fail_json(msg=str(err))
+    runner = Runner(module, client)
+    try:
+        result = runner.run()
+    except (PlanError, OfferError) as err:
+        runner.fail(str(err))
+    except VastAIError as err:
+        runner.fail(err.message, status=err.status)
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

@@ -25,7 +25,11 @@ def ollama_model(tmp_path: Path) -> Any:
 
     def run(args: dict[str, Any], check: bool = False, diff: bool = False) -> dict[str, Any]:
         return run_direct(
-            "ollama_model", _defaults(tmp_path, args), tmp_path / "args", check=check, diff=diff
+            "vastllm.stack.ollama_model",
+            _defaults(tmp_path, args),
+            tmp_path / "args",
+            check=check,
+            diff=diff,
         )
 
     return run
@@ -33,9 +37,11 @@ def ollama_model(tmp_path: Path) -> Any:
 
 @pytest.fixture
 def ollama_model_cli(tmp_path: Path) -> Any:
-    """Same, through `ansible localhost -m ollama_model` (AnsiballZ, --check, --diff)."""
+    """Same, through `ansible localhost -m vastllm.stack.ollama_model` (AnsiballZ)."""
 
     def run(args: dict[str, Any], check: bool = False, diff: bool = False) -> dict[str, Any]:
-        return run_module("ollama_model", _defaults(tmp_path, args), check=check, diff=diff)
+        return run_module(
+            "vastllm.stack.ollama_model", _defaults(tmp_path, args), check=check, diff=diff
+        )
 
     return run

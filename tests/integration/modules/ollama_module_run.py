@@ -1,40 +1,45 @@
-"""Helpers: run our Ansible modules, two ways.
+"""Helpers: run our Ansible modules, named by FQCN (`vastllm.stack.ollama_model`), two ways.
 
-* `run_module`: through the real CLI, `ansible localhost -m <module> -a <json>`. The repository's
-  ansible.cfg resolves `library`/`module_utils`, so AnsiballZ packs the module exactly as for a
-  managed host; results come back through the `json` callback. About 2 s per call.
-* `direct_command` / `run_direct`: the module file run by Python with a JSON args file, the way
-  Ansible documents debugging a module, with `plugins/module_utils` added to
-  `ansible.module_utils` (what AnsiballZ does). About 0.3 s per call, so most tests use it.
+* `run_module`: through the real CLI, `ansible localhost -m <fqcn> -a <json>`. The repository's
+  ansible.cfg finds the collection (the checkout, linked into `.cache/collections`), so AnsiballZ
+  packs the module and its module_utils exactly as for a managed host; results come back through
+  the `json` callback. About 2 s per call.
+* `direct_command` / `run_direct`: the module run by Python with a JSON args file, the way Ansible
+  documents debugging a module, imported from the collection
+  (`ansible_collections.vastllm.stack.plugins.modules.<name>`, as AnsiballZ imports it). About
+  0.3 s per call, so most tests use it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from vastllm_lab.testing import ansible_env
+
 REPO = Path(__file__).resolve().parents[3]
+COLLECTIONS = REPO / ".cache" / "collections"
 ANSIBLE = str(Path(sys.executable).with_name("ansible"))
 
 
-def ansible_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        {
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-            "ANSIBLE_STDOUT_CALLBACK": "json",
-            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
-            "ANSIBLE_LOCALHOST_WARNING": "False",
-            "ANSIBLE_NOCOLOR": "1",
-        }
+def python_module(fqcn: str) -> str:
+    """`vastllm.stack.x` -> `ansible_collections.vastllm.stack.plugins.modules.x`."""
+    namespace, collection, name = fqcn.split(".")
+    return f"ansible_collections.{namespace}.{collection}.plugins.modules.{name}"
+
+
+def module_env() -> dict[str, str]:
+    return ansible_env(
+        REPO,
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+        ANSIBLE_LOCALHOST_WARNING="False",
     )
-    return env
 
 
 def module_command(
@@ -80,7 +85,7 @@ def run_module(
     proc = subprocess.run(
         module_command(module, args, check, diff),
         cwd=REPO,
-        env=ansible_env(),
+        env=module_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -89,16 +94,16 @@ def run_module(
 
 
 _BOOT = (
-    "import runpy, sys, ansible.module_utils as mu; mu.__path__.append(sys.argv[1]); "
+    "import runpy, sys; sys.path.insert(0, sys.argv[1]); "
     "module = sys.argv[2]; sys.argv = [module, sys.argv[3]]; "
-    "runpy.run_path(module, run_name='__main__')"
+    "runpy.run_module(module, run_name='__main__', alter_sys=True)"
 )
 
 
 def direct_command(
     module: str, args: dict[str, Any], args_dir: Path, check: bool = False, diff: bool = False
 ) -> list[str]:
-    """Command running the module file directly with `{"ANSIBLE_MODULE_ARGS": ...}`."""
+    """Command running the module `module` (FQCN) directly with `{"ANSIBLE_MODULE_ARGS": ...}`."""
     payload = dict(args, _ansible_check_mode=check, _ansible_diff=diff)
     args_dir.mkdir(parents=True, exist_ok=True)
     index = len(list(args_dir.glob("args-*.json")))
@@ -108,8 +113,8 @@ def direct_command(
         sys.executable,
         "-c",
         _BOOT,
-        str(REPO / "plugins" / "module_utils"),
-        str(REPO / "plugins" / "modules" / f"{module}.py"),
+        str(COLLECTIONS),
+        python_module(module),
         str(args_file),
     ]
 

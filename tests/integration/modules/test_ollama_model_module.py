@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -11,6 +10,8 @@ from typing import Any
 
 import pytest
 from ollama_module_run import REPO, direct_command, parse_direct, tags
+
+from vastllm_lab.testing import free_port
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]
 
@@ -22,12 +23,6 @@ HUGE_MARGIN = 1_000_000  # GB: no disk has that much free space
 
 def results(outcome: dict[str, Any]) -> list[tuple[str, str]]:
     return [(a["name"], a["result"]) for a in outcome["attempts"]]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 # --- selection and fallbacks --------------------------------------------------------------------
@@ -182,7 +177,7 @@ def test_network_failure_during_pull_is_retried_then_each_candidate_fails(
         "retry_delay": 0.2,
     }
     proc = subprocess.Popen(
-        direct_command("ollama_model", args, tmp_path / "args"),
+        direct_command("vastllm.stack.ollama_model", args, tmp_path / "args"),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -365,7 +360,7 @@ def test_progress_file_shows_growing_completed_bytes_during_a_slow_pull(
         "run_id": "run-42",
     }
     proc = subprocess.Popen(
-        direct_command("ollama_model", args, tmp_path / "args"),
+        direct_command("vastllm.stack.ollama_model", args, tmp_path / "args"),
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -95,7 +95,7 @@ def run(tmp_path: Path, url: str, **extra: Any) -> dict[str, Any]:
         "progress_file": str(tmp_path / "progress.json"),
         **extra,
     }
-    return run_direct("ollama_model", args, tmp_path / "args")
+    return run_direct("vastllm.stack.ollama_model", args, tmp_path / "args")
 
 
 def test_busy_server_is_retried_then_pulled(fake, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 from vastai_itest_helpers import BIN, REPO, ansible_env, run_cmd
 
-from vastllm_lab.vastai.state import generate_instances
+from vastllm_lab.vastai.fixtures import generate_instances
 
 INVENTORY = str(REPO / "inventory" / "vastai.yml")
 

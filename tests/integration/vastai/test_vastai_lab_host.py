@@ -12,7 +12,7 @@ import socket
 import pytest
 from vastai_itest_helpers import BIN, REPO, ansible_env, run_cmd
 
-from vastllm_lab.vastai.state import make_instance
+from vastllm_lab.vastai.fixtures import make_instance
 
 pytestmark = pytest.mark.docker
 
@@ -44,7 +44,7 @@ def test_discovered_instance_is_reachable_over_ssh(lab_host, lab_factory, tmp_pa
     config.write_text(
         json.dumps(
             {
-                "plugin": "vastai",
+                "plugin": "vastllm.stack.vastai",
                 "groups": {"vastllm": "vastai_status == 'running'"},
                 "compose": {
                     "ansible_ssh_private_key_file": f"'{KEY}'",

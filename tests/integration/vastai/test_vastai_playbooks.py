@@ -167,7 +167,7 @@ def test_teardown_refuses_without_exact_label(market, home):
 
 
 def test_teardown_destroys_by_label_idempotently(market, home):
-    from vastllm_lab.vastai.state import make_instance
+    from vastllm_lab.vastai.fixtures import make_instance
 
     market.state.add_instance(make_instance(1, label="vastllm-1"))
     market.state.add_instance(make_instance(2, label="vastllm-2"))
@@ -255,7 +255,7 @@ def test_module_fails_clearly(market, home, lab_factory):
 
 
 def test_duplicate_labels_are_refused(market, home):
-    from vastllm_lab.vastai.state import make_instance
+    from vastllm_lab.vastai.fixtures import make_instance
 
     market.state.add_instance(make_instance(1, label="twin"))
     market.state.add_instance(make_instance(2, label="twin"))

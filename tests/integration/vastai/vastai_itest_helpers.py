@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from vastllm_lab.testing import ansible_env as shared_ansible_env
+from vastllm_lab.vastai.fixtures import generate_instances
 from vastllm_lab.vastai.server import LabServer
-from vastllm_lab.vastai.state import LabState, generate_instances
+from vastllm_lab.vastai.state import LabState
 
 REPO = Path(__file__).resolve().parents[3]
 BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
@@ -84,23 +86,9 @@ def lab(lab_factory: Callable[..., LabServer]) -> LabServer:
 
 
 def ansible_env(lab: LabServer, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ANSIBLE_", "VAST_")) and k != "PYTEST_CURRENT_TEST"
-    }
-    env.update(
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-        ANSIBLE_LOCAL_TEMP=str(tmp_path / "ansible-tmp"),
-        ANSIBLE_FORCE_COLOR="0",
-        ANSIBLE_NOCOLOR="1",
-        VAST_URL=lab.url,
-        VAST_API_KEY="lab-key",
-        HOME=str(tmp_path),
-        PATH=f"{BIN}:{env.get('PATH', '')}",
+    return shared_ansible_env(
+        REPO, home=tmp_path, **{"VAST_URL": lab.url, "VAST_API_KEY": "lab-key", **extra}
     )
-    env.update(extra)
-    return env
 
 
 def run_cmd(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from ansible.module_utils.model_fit import (
+from ansible_collections.vastllm.stack.plugins.module_utils.model_fit import (
     GB,
     MIB,
     Candidate,

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from ansible.module_utils.ollama_api import (
+from ansible_collections.vastllm.stack.plugins.module_utils.ollama_api import (
     OllamaClient,
     OllamaError,
     OllamaUnreachable,
-    backoff_delays,
 )
+
+from vastllm_lab.testing import free_port
 
 Reply = Callable[[BaseHTTPRequestHandler], None]
 
@@ -89,12 +89,6 @@ def server() -> Iterator[tuple[str, Script]]:
     yield f"http://127.0.0.1:{httpd.server_address[1]}", script
     httpd.shutdown()
     httpd.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def client(url: str, sleeps: list[float] | None = None, **kwargs: object) -> OllamaClient:
@@ -235,9 +229,46 @@ def test_invalid_base_url_is_rejected() -> None:
         OllamaClient("127.0.0.1:11434")
 
 
-def test_backoff_doubles_and_caps() -> None:
-    assert list(backoff_delays(5, 4.0, cap=30.0)) == [4.0, 8.0, 16.0, 30.0, 30.0]
-    assert list(backoff_delays(0, 1.0)) == []
+def test_backoff_doubles_and_caps_at_30_seconds(server: tuple[str, Script]) -> None:
+    url, script = server
+    script.replies = [json_reply(503, {"error": "server busy"})]
+    sleeps: list[float] = []
+    with pytest.raises(OllamaError):
+        client(url, sleeps, retries=5, retry_delay=4.0).get_json("/api/tags")
+    assert sleeps == [4.0, 8.0, 16.0, 30.0, 30.0]
+    assert len(script.requests) == 6
+
+
+def test_retry_after_of_a_busy_server_is_honoured(server: tuple[str, Script]) -> None:
+    url, script = server
+
+    def busy(handler: BaseHTTPRequestHandler) -> None:
+        data = b'{"error": "server busy, please try again"}'
+        handler.send_response(503)
+        handler.send_header("Retry-After", "7")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    script.replies = [busy, json_reply(200, {"version": "0.9.0"})]
+    sleeps: list[float] = []
+    assert client(url, sleeps, retries=3, retry_delay=0.5).get_json("/api/version") == {
+        "version": "0.9.0"
+    }
+    assert sleeps == [7.0]
+
+
+def test_proxy_from_the_environment_is_used(
+    server: tuple[str, Script], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like every Ansible module, the client goes through http_proxy when the user sets it."""
+    proxy, script = server
+    script.replies = [json_reply(200, {"models": []})]
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("http_proxy", proxy)
+    assert client("http://ollama.invalid:11434").get_json("/api/tags") == {"models": []}
+    assert script.requests[0][1] == "http://ollama.invalid:11434/api/tags"
 
 
 def test_stream_without_retries_fails_at_once_when_refused() -> None:

@@ -8,10 +8,12 @@ import stat
 from pathlib import Path
 
 import yaml
+from ansible_collections.vastllm.stack.plugins.modules import ollama_model as module
 
-from plugin_loader import load_module
+from ansible_collection import plugin_docs
 
-module = load_module("ollama_model")
+# As ansible-doc shows them (fragments merged)
+DOCS, EXAMPLES, RETURNS = plugin_docs("module", "ollama_model")
 
 
 def test_documentation_examples_and_return_are_valid_yaml() -> None:
@@ -20,7 +22,7 @@ def test_documentation_examples_and_return_are_valid_yaml() -> None:
 
 
 def test_documented_options_match_the_argument_spec() -> None:
-    options = yaml.safe_load(module.DOCUMENTATION)["options"]
+    options = DOCS["options"]
     spec = module.ARGUMENT_SPEC
     assert set(options) == set(spec)
     for name, doc in options.items():
@@ -32,13 +34,13 @@ def test_documented_options_match_the_argument_spec() -> None:
 
 
 def test_documented_attributes_declare_full_check_and_diff_support() -> None:
-    attributes = yaml.safe_load(module.DOCUMENTATION)["attributes"]
+    attributes = DOCS["attributes"]
     assert attributes["check_mode"]["support"] == "full"
     assert attributes["diff_mode"]["support"] == "full"
 
 
 def test_every_return_value_has_type_returned_and_sample() -> None:
-    returns = yaml.safe_load(module.RETURN)
+    returns = RETURNS
     assert {"model", "attempts", "digest", "size", "pulled", "changed", "diff", "msg"} <= set(
         returns
     )
@@ -46,10 +48,10 @@ def test_every_return_value_has_type_returned_and_sample() -> None:
         assert {"description", "type", "returned", "sample"} <= set(doc), key
 
 
-def test_examples_only_use_documented_options() -> None:
-    options = set(yaml.safe_load(module.DOCUMENTATION)["options"])
-    for task in yaml.safe_load(module.EXAMPLES):
-        assert set(task["ollama_model"]) <= options, task["name"]
+def test_examples_call_the_module_by_fqcn_with_documented_options() -> None:
+    options = set(DOCS["options"])
+    for task in yaml.safe_load(EXAMPLES):
+        assert set(task["vastllm.stack.ollama_model"]) <= options, task["name"]
 
 
 def test_free_disk_walks_up_to_an_existing_parent(tmp_path: Path) -> None:

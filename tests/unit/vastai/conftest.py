@@ -1,7 +1,7 @@
 """Fixtures for the vast.ai unit tests.
 
-The plugin files are loaded from ``plugins/`` exactly as they ship: module_utils under their
-Ansible names (``ansible.module_utils.vastai_api``), the module and the inventory plugin by path.
+The plugin code is imported as Ansible imports it from the collection
+(``ansible_collections.vastllm.stack.plugins...``; pytest finds ``.cache/collections``).
 An in-process emulator (``vastllm_lab.vastai``) listens on 127.0.0.1 for the HTTP-level tests.
 """
 
@@ -12,16 +12,14 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from ansible_collections.vastllm.stack.plugins.inventory import vastai as vastai_inventory
+from ansible_collections.vastllm.stack.plugins.module_utils import vastai_api, vastai_offers
+from ansible_collections.vastllm.stack.plugins.modules import vastai_instance
 
-from plugin_loader import load_inventory_plugin, load_module, load_module_util
 from vastllm_lab.vastai.server import LabServer
 from vastllm_lab.vastai.state import LabState
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-vastai_api = load_module_util("vastai_api")
-vastai_offers = load_module_util("vastai_offers")
 
 
 @pytest.fixture
@@ -36,18 +34,18 @@ def offers_mod() -> ModuleType:
 
 @pytest.fixture
 def module_file() -> ModuleType:
-    return load_module("vastai_instance")
+    return vastai_instance
 
 
 @pytest.fixture
 def inventory_plugin_module() -> ModuleType:
-    return load_inventory_plugin("vastai")
+    return vastai_inventory
 
 
 @pytest.fixture
 def lab() -> Iterator[LabServer]:
     """An emulator with 60 generated instances, key ``lab-key`` (read-only key ``ro-key``)."""
-    from vastllm_lab.vastai.state import generate_instances
+    from vastllm_lab.vastai.fixtures import generate_instances
 
     state = LabState(
         api_keys=["lab-key"],

@@ -81,20 +81,34 @@ def test_parse_retry_after_seconds_date_and_garbage(api):
     assert api.parse_retry_after(date, now.timestamp()) == pytest.approx(7.0)
 
 
-def test_retry_decision(api):
-    # retryable status without Retry-After: exponential backoff, capped
-    assert api.retry_decision(429, None, 0, 5, 1.0, 30.0, 60.0) == 1.0
-    assert api.retry_decision(503, None, 3, 5, 1.0, 30.0, 60.0) == 8.0
-    assert api.retry_decision(502, None, 4, 9, 4.0, 30.0, 60.0) == 30.0
-    # server's Retry-After wins, unless it is too long
-    assert api.retry_decision(429, 2.5, 0, 5, 1.0, 30.0, 60.0) == 2.5
-    assert api.retry_decision(429, 600.0, 0, 5, 1.0, 30.0, 60.0) is None
-    # out of retries, or not retryable
-    assert api.retry_decision(429, None, 5, 5, 1.0, 30.0, 60.0) is None
-    assert api.retry_decision(401, None, 0, 5, 1.0, 30.0, 60.0) is None
-    assert api.retry_decision(404, None, 0, 5, 1.0, 30.0, 60.0) is None
-    # network failure (status None) retries with backoff
-    assert api.retry_decision(None, None, 1, 5, 1.0, 30.0, 0.0) == 2.0
+@pytest.mark.parametrize(
+    ("status", "idempotent", "expected"),
+    [
+        (429, True, True),
+        (502, True, True),
+        (503, True, True),
+        (504, True, True),
+        (None, True, True),  # network failure
+        (500, True, False),
+        (401, True, False),
+        (404, True, False),
+        (410, True, False),
+        # renting: only 429 ("not processed") is safe to send again
+        (429, False, True),
+        (502, False, False),
+        (None, False, False),
+    ],
+)
+def test_which_failures_are_retried(api, status, idempotent, expected):
+    assert api.retryable(status, idempotent) is expected
+
+
+def test_client_policy_is_the_shared_retry_rule(api):
+    from ansible_collections.vastllm.stack.plugins.module_utils._retry import RetryPolicy
+
+    client = api.VastAIClient(KEY, "http://127.0.0.1:9", retries=4, backoff=2.0, jitter=0.0)
+    assert client.policy == RetryPolicy(retries=4, base=2.0, cap=30.0, max_retry_after=120.0)
+    assert client.policy.schedule() == [2.0, 4.0, 8.0, 16.0]
 
 
 @pytest.mark.parametrize(
@@ -128,91 +142,6 @@ def test_redact(api):
     assert api.redact("nothing", None) == "nothing"
 
 
-# -- SSH endpoint and hostvars -------------------------------------------------------------
-
-
-def _instance(**over):
-    base = {
-        "id": 42,
-        "label": "box",
-        "actual_status": "running",
-        "intended_status": "running",
-        "public_ipaddr": "203.0.113.5",
-        "ports": {"22/tcp": [{"HostIp": "0.0.0.0", "HostPort": "41234"}]},
-        "ssh_host": "ssh4.vast.ai",
-        "ssh_port": 30042,
-        "image_runtype": "ssh_direc ssh_proxy",
-        "gpu_name": "RTX 4090",
-        "num_gpus": 1,
-        "image_uuid": "img:1",
-        "reliability2": 0.99,
-    }
-    base.update(over)
-    return base
-
-
-def test_direct_when_22_is_mapped(api):
-    assert api.ssh_endpoint(_instance(), "auto") == ("203.0.113.5", 41234, "direct")
-    assert api.ssh_endpoint(_instance(), "direct") == ("203.0.113.5", 41234, "direct")
-
-
-def test_proxy_when_asked_or_not_mapped(api):
-    assert api.ssh_endpoint(_instance(), "proxy") == ("ssh4.vast.ai", 30042, "proxy")
-    assert api.ssh_endpoint(_instance(ports={}), "auto") == ("ssh4.vast.ai", 30042, "proxy")
-
-
-def test_direct_only_gives_nothing_without_mapping(api):
-    assert api.ssh_endpoint(_instance(ports={}), "direct") == (None, None, None)
-    bad = _instance(ports={"22/tcp": [{"HostPort": "not-a-port"}]})
-    assert api.ssh_endpoint(bad, "direct") == (None, None, None)
-    assert api.ssh_endpoint(_instance(public_ipaddr=""), "direct") == (None, None, None)
-
-
-def test_jupyter_images_use_proxy_port_plus_one(api):
-    inst = _instance(ports={}, image_runtype="jupyter_direc ssh_direc ssh_proxy")
-    assert api.ssh_endpoint(inst, "auto") == ("ssh4.vast.ai", 30043, "proxy")
-
-
-def test_unknown_connect_mode_is_an_error(api):
-    with pytest.raises(api.VastAIError, match="connect_with"):
-        api.ssh_endpoint(_instance(), "telnet")
-
-
-def test_hostvars_shape_and_prefix(api):
-    hv = api.instance_hostvars(_instance(), "vastai_", "auto")
-    assert hv["ansible_host"] == "203.0.113.5"
-    assert hv["ansible_port"] == 41234
-    assert hv["ansible_user"] == "root"
-    assert hv["vastai_id"] == 42
-    assert hv["vastai_status"] == "running"
-    assert hv["vastai_image"] == "img:1"
-    assert hv["vastai_reliability"] == 0.99
-    assert hv["vastai_ports"]["22/tcp"][0]["HostPort"] == "41234"
-    assert hv["vastai_connect_with"] == "direct"
-    other = api.instance_hostvars(_instance(), "v_", "proxy")
-    assert other["v_id"] == 42
-    assert not any(k.startswith("vastai_") for k in other)
-    assert other["ansible_port"] == 30042
-
-
-def test_hostvars_without_any_ssh_route_have_no_ansible_host(api):
-    hv = api.instance_hostvars(_instance(ports={}, ssh_host=None, actual_status=None), "vastai_")
-    assert "ansible_host" not in hv
-    assert hv["vastai_status"] == "loading"
-    assert hv["vastai_ports"] == {}
-
-
-def test_instance_matches_filters(api):
-    inst = _instance()
-    assert api.instance_matches(inst, ["running"], ["bo*"], ["RTX_4090"])
-    assert api.instance_matches(inst, [], [], [])
-    assert not api.instance_matches(inst, ["exited"], [], [])
-    assert not api.instance_matches(inst, [], ["vastllm-*"], [])
-    assert not api.instance_matches(inst, [], [], ["A100*"])
-    assert api.instance_matches(inst, [], [], ["RTX 40*"])
-    assert not api.instance_matches(_instance(label=None), [], ["*x*"], [])
-
-
 # -- HTTP client with a scripted transport ------------------------------------------------
 
 
@@ -237,6 +166,7 @@ class Script:
 
 
 def _client(api, script, sleeps, **kw):
+    kw.setdefault("rand", lambda: 0.0)  # the jitter's random draw: 0 keeps the plain backoff
     return api.VastAIClient(KEY, "http://127.0.0.1:9", transport=script, sleep=sleeps.append, **kw)
 
 
@@ -283,6 +213,14 @@ def test_client_gives_up_on_429_with_one_message(api):
     assert "rate limit" in err.value.message
     assert len(script.calls) == 4
     assert sleeps == [0.1, 0.2, 0.4]
+
+
+def test_client_backoff_is_jittered_so_clients_spread_out(api):
+    sleeps: list[float] = []
+    script = Script([(503, {}, {}), (503, {}, {}), (200, {}, {})])
+    client = _client(api, script, sleeps, backoff=1.0, jitter=0.25, rand=lambda: 0.5)
+    client.request("GET", "/x/")
+    assert sleeps == [0.875, 1.75]  # each wait shortened by 0.25 * 0.5 of itself
 
 
 def test_client_fails_fast_when_retry_after_is_too_long(api):
@@ -344,10 +282,10 @@ def test_get_instance_404_is_none(api):
     assert client.get_instance(9) == {"id": 9}
 
 
-# -- against the emulator, over real HTTP (stdlib urllib) --------------------------------------
+# -- against the emulator, over real HTTP (ansible.module_utils.urls.Request) ----------
 
 
-def test_urllib_transport_pages_through_the_emulator(api, lab):
+def test_transport_pages_through_the_emulator(api, lab):
     client = api.VastAIClient("lab-key", lab.url, retries=0)
     rows = client.list_instances()
     assert len(rows) == 60
@@ -355,7 +293,7 @@ def test_urllib_transport_pages_through_the_emulator(api, lab):
     assert len({r["id"] for r in rows}) == 60
 
 
-def test_urllib_transport_maps_http_errors(api, lab):
+def test_transport_maps_http_errors(api, lab):
     with pytest.raises(api.VastAIError) as err:
         api.VastAIClient("wrong", lab.url, retries=0).list_instances()
     assert err.value.status == 401
@@ -364,7 +302,7 @@ def test_urllib_transport_maps_http_errors(api, lab):
     assert err.value.status == 410
 
 
-def test_urllib_transport_network_failure(api):
+def test_transport_network_failure(api):
     # Port 9 (discard) on loopback: nothing listens there.
     client = api.VastAIClient("k", "http://127.0.0.1:9", retries=1, backoff=0.01, timeout=2)
     with pytest.raises(api.VastAIError, match=r"cannot reach vast\.ai"):
@@ -385,6 +323,68 @@ def test_urllib_transport_network_failure(api):
 )
 def test_redirects_keep_the_key_only_within_the_service(api, origin, target, keep):
     assert api._same_service(origin, target) is keep
+
+
+@pytest.mark.parametrize(
+    ("method", "status", "location", "expected"),
+    [
+        # 307/308 repeat the call with its body and the key (same service)
+        ("PUT", 307, "/api/v0/y", ("PUT", "https://console.vast.ai/api/v0/y", True, b"{}")),
+        # 301/302/303: a body-less GET
+        ("PUT", 303, "/done", ("GET", "https://console.vast.ai/done", True, None)),
+        ("GET", 302, "https://cloud.vast.ai/z", ("GET", "https://cloud.vast.ai/z", True, None)),
+        # leaving the service: no key
+        ("GET", 302, "https://evil.example/x", ("GET", "https://evil.example/x", False, None)),
+        ("PUT", 308, "http://console.vast.ai/x", ("PUT", "http://console.vast.ai/x", False, b"{}")),
+    ],
+)
+def test_redirect_request_keeps_the_key_only_within_the_service(
+    api, method, status, location, expected
+):
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    new_method, url, new_headers, body = api.redirected(
+        method, "https://console.vast.ai/api/v0/x", headers, b"{}", status, location
+    )
+    assert (new_method, url, "Authorization" in new_headers, body) == expected
+
+
+def test_transport_follows_a_redirect_without_leaking_the_key(api):
+    """Over real HTTP: the lab answers a redirect to another port; the key does not follow."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            seen.append((self.path, self.headers.get("Authorization")))
+            if self.path.startswith("/api/"):
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{other.server_address[1]}/moved")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            data = b'{"ok": true}'
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+    first = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    for server in (first, other):
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        client = api.VastAIClient(KEY, f"http://127.0.0.1:{first.server_address[1]}", retries=0)
+        assert client.request("GET", "/instances/1/") == {"ok": True}
+    finally:
+        for server in (first, other):
+            server.shutdown()
+            server.server_close()
+    assert seen == [("/api/v0/instances/1/", f"Bearer {KEY}"), ("/moved", None)]
 
 
 def test_secret_bearing_fields_never_leave_the_client(api):
@@ -411,9 +411,6 @@ def test_secret_bearing_fields_never_leave_the_client(api):
 
 def test_renting_is_not_retried_after_a_possible_success(api):
     # 502 after a rental may mean it happened: never retried; 429 means "not processed": retried.
-    assert api.retry_decision(502, None, 0, 5, 1.0, 30.0, 60.0, idempotent=False) is None
-    assert api.retry_decision(None, None, 0, 5, 1.0, 30.0, 60.0, idempotent=False) is None
-    assert api.retry_decision(429, None, 0, 5, 1.0, 30.0, 60.0, idempotent=False) == 1.0
     sleeps: list[float] = []
     script = Script([(503, {}, {}), (200, {}, {"success": True, "new_contract": 5})])
     with pytest.raises(api.VastAIError) as err:
@@ -422,9 +419,3 @@ def test_renting_is_not_retried_after_a_possible_success(api):
     assert len(script.calls) == 1
     script = Script([(429, {}, {}), (200, {}, {"success": True, "new_contract": 5})])
     assert _client(api, script, sleeps).create_instance(1, {"image": "i"}) == 5
-
-
-def test_default_hostname(api):
-    assert api.default_hostname({"id": 7, "label": " box "}) == "box"
-    assert api.default_hostname({"id": 7, "label": None}) == "7"
-    assert api.default_hostname({"id": 7, "label": ""}) == "7"

@@ -17,10 +17,11 @@ from ansible.inventory.data import InventoryData
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import inventory_loader
 
-from vastllm_lab.vastai.state import Fault, make_instance
+from vastllm_lab.vastai.fixtures import make_instance
+from vastllm_lab.vastai.state import Fault
 
 REPO = Path(__file__).resolve().parents[3]
-inventory_loader.add_directory(str(REPO / "plugins" / "inventory"))
+PLUGIN = "vastllm.stack.vastai"
 
 
 @pytest.fixture(autouse=True)
@@ -32,11 +33,11 @@ def _no_ambient_key(monkeypatch, tmp_path):
 
 def run(lab, tmp_path, use_cache=True, **options):
     """Parse a config file with ``options``; returns (inventory, plugin)."""
-    config = {"plugin": "vastai", "api_url": lab.url, "api_key": "lab-key", "retries": 0}
+    config = {"plugin": PLUGIN, "api_url": lab.url, "api_key": "lab-key", "retries": 0}
     config.update(options)
     path = tmp_path / "test.vastai.yml"
     path.write_text(yaml.safe_dump(config))
-    plugin = inventory_loader.get("vastai")
+    plugin = inventory_loader.get(PLUGIN)
     inventory = InventoryData()
     plugin.parse(inventory, DataLoader(), str(path), cache=use_cache)
     if getattr(plugin, "_cache", None) is not None and plugin.get_option("cache"):
@@ -66,12 +67,22 @@ def hv(inventory, host):
 )
 def test_verify_file(tmp_path, name, expected):
     path = tmp_path / name
-    path.write_text("plugin: vastai\n")
-    assert inventory_loader.get("vastai").verify_file(str(path)) is expected
+    path.write_text("plugin: vastllm.stack.vastai\n")
+    assert inventory_loader.get(PLUGIN).verify_file(str(path)) is expected
 
 
 def test_verify_file_missing(tmp_path):
-    assert inventory_loader.get("vastai").verify_file(str(tmp_path / "vastai.yml")) is False
+    assert inventory_loader.get(PLUGIN).verify_file(str(tmp_path / "vastai.yml")) is False
+
+
+def test_short_plugin_name_of_older_configurations_still_works(lab, tmp_path):
+    inventory, _ = run(lab, tmp_path, plugin="vastai")
+    assert len(hosts_of(inventory, "vastai")) == 56
+
+
+def test_config_of_another_plugin_is_refused(lab, tmp_path):
+    with pytest.raises(AnsibleParserError, match="Incorrect plugin name"):
+        run(lab, tmp_path, plugin="amazon.aws.aws_ec2")
 
 
 # -- defaults -------------------------------------------------------------------------
@@ -135,11 +146,11 @@ def test_api_key_may_be_a_template(lab, tmp_path):
 
 def test_api_key_from_environment(lab, tmp_path, monkeypatch):
     monkeypatch.setenv("VAST_API_KEY", "lab-key")
-    config = {"plugin": "vastai", "api_url": lab.url}
+    config = {"plugin": PLUGIN, "api_url": lab.url}
     path = tmp_path / "env.vastai.yml"
     path.write_text(yaml.safe_dump(config))
     inventory = InventoryData()
-    inventory_loader.get("vastai").parse(inventory, DataLoader(), str(path))
+    inventory_loader.get(PLUGIN).parse(inventory, DataLoader(), str(path))
     assert len(inventory.hosts) == 56
 
 
@@ -147,9 +158,9 @@ def test_api_key_from_cli_key_file(lab, tmp_path):
     (tmp_path / ".config" / "vastai").mkdir(parents=True)
     (tmp_path / ".config" / "vastai" / "vast_api_key").write_text("lab-key\n")
     path = tmp_path / "file.vastai.yml"
-    path.write_text(yaml.safe_dump({"plugin": "vastai", "api_url": lab.url}))
+    path.write_text(yaml.safe_dump({"plugin": PLUGIN, "api_url": lab.url}))
     inventory = InventoryData()
-    inventory_loader.get("vastai").parse(inventory, DataLoader(), str(path))
+    inventory_loader.get(PLUGIN).parse(inventory, DataLoader(), str(path))
     assert len(inventory.hosts) == 56
 
 
@@ -373,9 +384,9 @@ def test_network_failure(lab, tmp_path):
 
 def test_no_key_anywhere(lab, tmp_path):
     path = tmp_path / "nokey.vastai.yml"
-    path.write_text(yaml.safe_dump({"plugin": "vastai", "api_url": lab.url}))
+    path.write_text(yaml.safe_dump({"plugin": PLUGIN, "api_url": lab.url}))
     with pytest.raises(AnsibleParserError, match=r"no vast\.ai API key"):
-        inventory_loader.get("vastai").parse(InventoryData(), DataLoader(), str(path))
+        inventory_loader.get(PLUGIN).parse(InventoryData(), DataLoader(), str(path))
 
 
 def test_container_secrets_stay_out_of_hostvars_and_cache(lab, tmp_path):
