@@ -134,10 +134,11 @@ def test_create_goes_loading_then_running_with_ports_as_strings():
     assert isinstance(inst["ports"]["8000/tcp"][0]["HostPort"], str)
     assert inst["label"] == "x"
     assert inst["dph_total"] == offer["dph_total"]
-    # the offer is gone from the market
+    # the offer is gone from the market: 404, as documented
     status, _, again = state.handle("PUT", f"/api/v0/asks/{offer['id']}/", {}, body, AUTH)
-    assert status == 400
-    assert again["error"] == "no_such_ask"
+    assert status == 404
+    assert "no_such_ask" in again["msg"]
+    assert again["ask_id"] == offer["id"]
 
 
 def test_create_needs_image_and_enough_price():

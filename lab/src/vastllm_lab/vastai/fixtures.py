@@ -22,6 +22,8 @@ GPU_CATALOG: tuple[tuple[str, int, float], ...] = (
     ("H100 SXM", 81559, 2.20),
     ("L40S", 46068, 0.70),
 )
+HOURS_PER_MONTH = 730.0  # storage_cost is $/GB/month; storage_total_cost is $/h
+
 REGIONS = (
     "Texas, US",
     "Quebec, CA",
@@ -50,11 +52,17 @@ def make_instance(
     extra_ports: Mapping[str, str] | None = None,
     image_runtype: str = "ssh_direc ssh_proxy",
     start_date: float = 1_732_000_000.0,
+    storage_cost: float = 0.15,
+    inet_up_cost: float = 0.002,
+    inet_down_cost: float = 0.002,
 ) -> dict[str, Any]:
     """A realistic instance object, shaped like the API returns it.
 
     ``ports`` is only present (non-empty) once the instance is running; ``HostPort`` is a
-    string, as in the real API.
+    string, as in the real API. Money: ``dph_total`` is the all-in $/h while it runs,
+    ``storage_cost`` $/GB/month of disk (billed while stopped too), ``storage_total_cost`` that
+    disk's $/h, ``inet_up_cost``/``inet_down_cost`` $/GB of traffic; ``start_date`` is the
+    rental's start (Unix seconds), from which spend so far is computed.
     """
     proxy_port = ssh_port if ssh_port is not None else 20000 + (instance_id % 40000)
     running = status == "running"
@@ -95,6 +103,10 @@ def make_instance(
         "host_id": 5000 + instance_id % 100,
         "dph_total": dph_total,
         "dph_base": round(dph_total * 0.9, 4),
+        "storage_cost": storage_cost,
+        "storage_total_cost": round(disk_space * storage_cost / HOURS_PER_MONTH, 6),
+        "inet_up_cost": inet_up_cost,
+        "inet_down_cost": inet_down_cost,
         "geolocation": geolocation,
         "image_uuid": image,
         "image_runtype": image_runtype,
@@ -167,6 +179,10 @@ def generate_offers(count: int = 120, seed: int = 11) -> list[dict[str, Any]]:
                 "disk_space": float(rng.choice((100, 250, 500, 1000))),
                 "dph_total": dph,
                 "dph_base": round(dph * 0.9, 4),
+                # not drawn from rng: adding them kept every other field of the market unchanged
+                "storage_cost": round(0.10 + (n % 5) * 0.025, 3),
+                "inet_up_cost": round(0.001 + (n % 3) * 0.001, 3),
+                "inet_down_cost": round(0.001 + (n % 4) * 0.001, 3),
                 "reliability2": reliability,
                 "reliability": reliability,
                 "verification": "verified" if verified else "unverified",

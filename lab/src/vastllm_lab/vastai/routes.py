@@ -11,7 +11,14 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from .query import PAGE_LIMIT_MAX, decode_token, filter_error
+from .query import (
+    COMPUTED_INSTANCE_FIELDS,
+    decode_token_key,
+    filter_error,
+    page_limit,
+    parse_order_by,
+    select_cols_error,
+)
 
 if TYPE_CHECKING:
     from .state import LabState, Response
@@ -47,6 +54,8 @@ def route(state: LabState, method: str, path: str, query: Mapping[str, str], bod
             return state.destroy_instance(instance_id)
     if len(rest) == 3 and rest[0] == "instances" and rest[2] == "ssh" and method == "POST":
         return state.attach_ssh(int_or_none(rest[1]), body)
+    if rest == ["users", "current"] and method == "GET":
+        return state.current_user()
     if rest == ["bundles"] and method in ("POST", "GET"):
         q = body if method == "POST" else json_param(query.get("q"), {})
         return state.search(q)
@@ -59,24 +68,46 @@ def route(state: LabState, method: str, path: str, query: Mapping[str, str], bod
 
 
 def list_v1(state: LabState, query: Mapping[str, str]) -> Response:
-    """``GET /api/v1/instances/?limit=&select_filters=&after_token=`` (or ``next_token``)."""
+    """``GET /api/v1/instances/?limit=&select_filters=&order_by=&select_cols=&after_token=``.
+
+    As documented: ``limit`` at most 25, ``<= 0`` means 5; a filter or ``order_by`` on an
+    unknown or computed column (``dph_total``, ``num_gpus``...) is a 400 naming the column;
+    ``select_cols`` picks the returned columns (``["*"]``: all, unknown ones come back null);
+    ``next_token`` is accepted as a synonym of ``after_token``.
+    """
     try:
-        limit = int(query.get("limit", str(PAGE_LIMIT_MAX)))
+        limit = page_limit(query.get("limit"))
     except ValueError:
         return _bad_request("bad limit")
-    limit = max(1, min(limit, PAGE_LIMIT_MAX))
     filters = json_param(query.get("select_filters"), {})
-    problem = filter_error(filters)
+    problem = filter_error(filters, COMPUTED_INSTANCE_FIELDS)
+    if problem:
+        return _bad_request(problem)
+    columns = state.instance_columns()
+    unknown = sorted(set(filters) - columns)
+    if unknown:
+        return _bad_request(f"invalid filter column {unknown[0]!r}: no such instance column")
+    order, problem = parse_order_by(
+        json_param(query.get("order_by"), None), columns, COMPUTED_INSTANCE_FIELDS
+    )
+    if problem:
+        return _bad_request(problem)
+    cols = json_param(query.get("select_cols"), None)
+    problem = select_cols_error(cols)
     if problem:
         return _bad_request(problem)
     token = query.get("after_token") or query.get("next_token")
-    after = -1
+    after, after_key = -1, None
     if token:
-        decoded = decode_token(token)
+        decoded = decode_token_key(token)
         if decoded is None:
-            return _bad_request("bad pagination token")
-        after = decoded
-    return state.list_instances(limit, filters, after)
+            return (
+                400,
+                {},
+                {"success": False, "error": "invalid_token", "msg": "bad pagination token"},
+            )
+        after, after_key = decoded
+    return state.list_instances(limit, filters, after, order=order, cols=cols, after_key=after_key)
 
 
 def _bad_request(msg: str) -> Response:

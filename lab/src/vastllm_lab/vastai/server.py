@@ -5,7 +5,11 @@ never part of the real API) let tests and the lab steer the emulator:
 
   POST /_lab/faults     {"status": 429, "count": 2, "retry_after": "1", "path_prefix": "/api/",
                          "after": false}   (after: process the call, then answer the fault)
+                         optional "body": the JSON answer (e.g. the 410 ``no_such_ask`` of a
+                         create with cancel_unavail on a machine that cannot start)
   POST /_lab/instances  an instance object (seed one more instance)
+  GET  /_lab/instances/<id>/env  the container's environment (CONTAINER_ID, CONTAINER_API_KEY,
+                         the rental's variables), as vast.ai puts it into PID 1
   GET  /_lab/requests   the (method, path) log
 """
 
@@ -82,12 +86,27 @@ class _Handler(BaseHTTPRequestHandler):
                         path_prefix=str(body.get("path_prefix", "/")),
                         retry_after=body.get("retry_after"),
                         after=bool(body.get("after", False)),
+                        body=dict(body.get("body") or {}),
                     )
                 )
                 self._send(200, {}, {"success": True})
                 return
             if path == "/_lab/instances" and method == "POST" and isinstance(body, dict):
                 self._send(200, {}, lab.add_instance(body))
+                return
+            parts = [p for p in path.split("/") if p]
+            if (
+                len(parts) == 4
+                and parts[1] == "instances"
+                and parts[3] == "env"
+                and method == "GET"
+            ):
+                try:
+                    env = lab.container_env(int(parts[2]))
+                except KeyError:
+                    self._send(404, {}, {"success": False, "msg": f"no instance {parts[2]}"})
+                    return
+                self._send(200, {}, env)
                 return
             if path == "/_lab/requests" and method == "GET":
                 self._send(200, {}, {"requests": [list(r) for r in lab.requests]})

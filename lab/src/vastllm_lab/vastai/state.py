@@ -4,21 +4,41 @@ Pure logic (no sockets): the HTTP layer in ``server.py`` hands each request to
 ``LabState.handle``, which checks faults and the API key, then lets ``routes.py`` pick the
 operation; every operation returns a ``(status, headers, body)`` tuple. A clock is injected so
 transitions (``loading`` -> ``running``) are testable without sleeping. Seed data comes from
-``fixtures.py``, filters and page tokens from ``query.py``.
+``fixtures.py``, filters and page tokens from ``query.py``, the create request's ``env`` from
+``dockerenv.py``.
+
+Instance-scoped keys: every instance has a ``CONTAINER_API_KEY`` (vast.ai puts it, with
+``CONTAINER_ID``, into the container's environment). The emulator accepts it only for that
+instance's own ``GET /api/v0/instances/{id}/`` and ``PUT /api/v0/instances/{id}/`` with
+``{"state": "stopped"}`` (what an on-host idle auto-stop needs); any other call gets 403, and a
+key it does not know 401. Tests read it with ``LabState.scoped_key(id)`` /
+``LabState.container_env(id)`` or pin it with ``LabState(scoped_keys={id: key})``.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .dockerenv import EnvError, container_vars, normalize_env, requested_ports
 from .fixtures import LAB_IP, generate_offers, make_instance
-from .query import encode_token, filter_error, matches, query_offers
+from .query import (
+    OFFER_TYPES,
+    compare_keys,
+    encode_token,
+    filter_error,
+    matches,
+    order_rows,
+    query_offers,
+    select_columns,
+    sort_key_of,
+)
 from .routes import route
 
 Response = tuple[int, dict[str, str], Any]
@@ -45,17 +65,28 @@ class Fault:
     after: bool = False  # process the request first, then answer with the fault (lost reply)
 
 
-def _env_ports(env: Mapping[str, Any]) -> list[str]:
-    """Container ports requested as ``{"-p 8000:8000": "1"}`` env entries."""
-    ports = []
-    for key in env:
-        if isinstance(key, str) and key.startswith("-p "):
-            spec = key[3:].strip()
-            container = spec.split(":")[-1]
-            if "/" not in container:
-                container += "/tcp"
-            ports.append(container)
-    return ports
+def _bearer(header: str | None) -> str:
+    if header and header.startswith("Bearer "):
+        return header[len("Bearer ") :].strip()
+    return ""
+
+
+def _forbidden(msg: str) -> Response:
+    return 403, {}, {"success": False, "error": "forbidden", "msg": msg}
+
+
+def scoped_call_allowed(instance_id: int, method: str, path: str, body: Any) -> bool:
+    """Whether an instance-scoped key of ``instance_id`` may make this call (pure).
+
+    Only the instance's own ``GET /api/v0/instances/{id}/`` and ``PUT`` of exactly
+    ``{"state": "stopped"}`` on it.
+    """
+    parts = [p for p in path.split("/") if p]
+    if parts != ["api", "v0", "instances", str(instance_id)]:
+        return False
+    if method == "GET":
+        return True
+    return method == "PUT" and body == {"state": "stopped"}
 
 
 class LabState:
@@ -71,6 +102,8 @@ class LabState:
         loading_delay: float = 2.0,
         ssh_port: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        scoped_keys: Mapping[int, str] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._lock = threading.RLock()
         self.api_keys = set(api_keys)
@@ -80,6 +113,10 @@ class LabState:
         self.loading_delay = loading_delay
         self.ssh_port = ssh_port
         self.clock = clock
+        self.wall_clock = wall_clock  # start_date of new rentals (Unix seconds)
+        self._pinned_keys = {int(k): str(v) for k, v in (scoped_keys or {}).items()}
+        self.scoped_keys: dict[int, str] = {}  # instance id -> its CONTAINER_API_KEY
+        self.stopped_by: dict[int, str] = {}  # instance id -> "account" | "container" (last stop)
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.ssh_keys: dict[int, list[str]] = {}
@@ -103,7 +140,32 @@ class LabState:
             base["ports"] = {}
         with self._lock:
             self.instances[int(base["id"])] = base
+            self._issue_scoped_key(int(base["id"]))
         return base
+
+    def _issue_scoped_key(self, instance_id: int) -> str:
+        key = self._pinned_keys.get(instance_id) or self.scoped_keys.get(instance_id)
+        if key is None:
+            key = "lab-container-" + secrets.token_hex(16)
+        self.scoped_keys[instance_id] = key
+        return key
+
+    def scoped_key(self, instance_id: int) -> str:
+        """The instance's ``CONTAINER_API_KEY`` (KeyError for an unknown instance)."""
+        with self._lock:
+            if instance_id not in self.instances:
+                raise KeyError(instance_id)
+            return self.scoped_keys[instance_id]
+
+    def container_env(self, instance_id: int) -> dict[str, str]:
+        """The environment vast.ai gives the instance's container (PID 1): the request's
+        variables, ``CONTAINER_ID`` and ``CONTAINER_API_KEY``."""
+        with self._lock:
+            row = self.instances[instance_id]
+            env = {str(k): str(v) for k, v in row.get("extra_env") or []}
+            env["CONTAINER_ID"] = str(instance_id)
+            env["CONTAINER_API_KEY"] = self.scoped_keys[instance_id]
+            return env
 
     def add_fault(self, fault: Fault) -> None:
         with self._lock:
@@ -152,9 +214,7 @@ class LabState:
 
     def authorize(self, header: str | None, write: bool) -> Response | None:
         """401 without a known key, 403 for a read-only key on a write call."""
-        token = ""
-        if header and header.startswith("Bearer "):
-            token = header[len("Bearer ") :].strip()
+        token = _bearer(header)
         if token in self.readonly_keys:
             if write:
                 return (
@@ -185,12 +245,31 @@ class LabState:
             fault = self._take_fault(path)
             if fault is not None and not fault.after:
                 return self._fault_response(fault)
-            denied = self.authorize(auth_header, write=method != "GET")
+            denied = self._authorize_request(method, path, body, auth_header)
             if denied is not None:
                 return denied
             self._tick()
             result = route(self, method, path, query, body)
             return self._fault_response(fault) if fault is not None else result
+
+    def _authorize_request(
+        self, method: str, path: str, body: Any, header: str | None
+    ) -> Response | None:
+        token = _bearer(header)
+        if token and token not in self.api_keys and token not in self.readonly_keys:
+            for instance_id, key in self.scoped_keys.items():
+                if secrets.compare_digest(key, token) and instance_id in self.instances:
+                    if scoped_call_allowed(instance_id, method, path, body):
+                        self._scoped_caller = instance_id
+                        return None
+                    return _forbidden(
+                        f"this key is scoped to instance {instance_id}: it may only read it "
+                        "and stop it"
+                    )
+        self._scoped_caller = None
+        return self.authorize(header, write=method != "GET")
+
+    _scoped_caller: int | None = None
 
     @staticmethod
     def _fault_response(fault: Fault) -> Response:
@@ -204,19 +283,77 @@ class LabState:
 
     # -- operations (picked by routes.route) --------------------------------------------
 
-    def list_instances(self, limit: int, filters: Mapping[str, Any], after: int) -> Response:
-        """One page of at most ``limit`` instances with an id above ``after``, by id."""
-        rows = [r for _, r in sorted(self.instances.items()) if matches(r, filters)]
-        remaining = [r for r in rows if int(r["id"]) > after]
+    def instance_columns(self) -> set[str]:
+        """Every column an instance row can have (for ``order_by`` validation)."""
+        cols = set(make_instance(0))
+        for row in self.instances.values():
+            cols.update(k for k in row if not k.startswith("_"))
+        return cols
+
+    def list_instances(
+        self,
+        limit: int,
+        filters: Mapping[str, Any],
+        after: int,
+        order: list[tuple[str, bool]] | None = None,
+        cols: list[str] | None = None,
+        after_key: list[Any] | None = None,
+    ) -> Response:
+        """One page of at most ``limit`` instances after the token's row, in ``order``.
+
+        Keyset pagination: the token holds the last row's sort key (``after_key``; for the
+        default order by id the id alone). ``cols`` restricts the columns (None: all).
+        """
+        keys = order or [("id", False)]
+        rows = order_rows((r for r in self.instances.values() if matches(r, filters)), keys)
+        descending = [desc for _, desc in keys]
+        start = (
+            after_key if after_key is not None else ([after] if keys == [("id", False)] else None)
+        )
+        if start is not None and after >= 0:
+            remaining = [
+                r for r in rows if compare_keys(sort_key_of(r, keys), start, descending) > 0
+            ]
+        elif after >= 0:
+            remaining = [r for r in rows if int(r["id"]) > after]
+        else:
+            remaining = list(rows)
         page = remaining[:limit]
-        next_token = encode_token(int(page[-1]["id"])) if len(remaining) > limit else None
+        next_token = None
+        if len(remaining) > limit:
+            last = page[-1]
+            key = sort_key_of(last, keys) if keys != [("id", False)] else None
+            next_token = encode_token(int(last["id"]), key)
+        labels: dict[str, int] = {}
+        for row in rows:
+            name = str(row.get("label") or "")
+            labels[name] = labels.get(name, 0) + 1
         return (
             200,
             {},
             {
-                "instances": [self._public(r) for r in page],
+                "success": True,
+                "instances": [select_columns(self._public(r), cols) for r in page],
+                "instances_found": len(page),
                 "next_token": next_token,
                 "total_instances": len(rows),
+                "label_counts": labels,
+            },
+        )
+
+    def current_user(self) -> Response:
+        """``GET /api/v0/users/current``: the account (the ``vastai`` CLI asks it once, for the
+        role it caches; ``host_agreement_accepted`` false means a client account)."""
+        return (
+            200,
+            {},
+            {
+                "id": 424242,
+                "username": "lab",
+                "email": "lab@lab.invalid",
+                "credit": 100.0,
+                "balance": 0.0,
+                "host_agreement_accepted": False,
             },
         )
 
@@ -240,6 +377,9 @@ class LabState:
             row["label"] = body["label"]
         state = body.get("state")
         if state == "stopped":
+            self.stopped_by[instance_id] = (
+                "container" if self._scoped_caller == instance_id else "account"
+            )
             row.update(
                 intended_status="stopped",
                 cur_state="stopped",
@@ -269,6 +409,7 @@ class LabState:
     def destroy_instance(self, instance_id: int) -> Response:
         if self.instances.pop(instance_id, None) is None:
             return _no_such_instance(instance_id)
+        self.scoped_keys.pop(instance_id, None)
         self._ready_at.pop(instance_id, None)
         self.ssh_keys.pop(instance_id, None)
         return 200, {}, {"success": True}
@@ -294,6 +435,10 @@ class LabState:
         if not isinstance(q, dict):
             msg = "q must be an object"
             return 400, {}, {"success": False, "error": "invalid_args", "msg": msg}
+        offer_type = q.get("type", "on-demand")
+        if offer_type not in OFFER_TYPES:
+            msg = f"unknown offer type {offer_type!r} (on-demand, bid, reserved)"
+            return 400, {}, {"success": False, "error": "invalid_args", "msg": msg}
         conditions = {
             k: v
             for k, v in q.items()
@@ -308,13 +453,17 @@ class LabState:
     def create(self, offer_id: int | None, body: Any) -> Response:
         offer = self.offers.get(offer_id) if offer_id is not None else None
         if offer is None or offer.get("rented"):
+            # As documented (404 "Offer not found or not available"); the 410 that the API gives
+            # with cancel_unavail when the machine cannot start is a fault switch (docs).
             return (
-                400,
+                404,
                 {},
                 {
                     "success": False,
-                    "error": "no_such_ask",
-                    "msg": f"offer {offer_id} is not available",
+                    "error": "invalid_args",
+                    "msg": f"error 404/3603: no_such_ask Instance type by id {offer_id} is not "
+                    "available.",
+                    "ask_id": offer_id,
                 },
             )
         if not isinstance(body, dict) or not body.get("image"):
@@ -330,9 +479,11 @@ class LabState:
                 {},
                 {"success": False, "error": "price_too_low", "msg": "bid below the offer's price"},
             )
+        try:
+            env = normalize_env(body.get("env"))
+        except EnvError as err:
+            return 400, {}, {"success": False, "error": "invalid_args", "msg": str(err)}
         instance_id = next(self._ids)
-        raw_env = body.get("env")
-        env: dict[str, Any] = raw_env if isinstance(raw_env, dict) else {}
         row = make_instance(
             instance_id,
             label=body.get("label"),
@@ -346,14 +497,18 @@ class LabState:
             image=str(body["image"]),
             disk_space=float(body.get("disk") or 10),
             image_runtype=str(body.get("runtype") or "ssh"),
-            start_date=time.time(),
+            start_date=self.wall_clock(),
+            storage_cost=float(offer.get("storage_cost", 0.15)),
+            inet_up_cost=float(offer.get("inet_up_cost", 0.002)),
+            inet_down_cost=float(offer.get("inet_down_cost", 0.002)),
         )
         row["actual_status"] = "loading"
         row["status_msg"] = "pulling image"
         row["onstart"] = body.get("onstart") or ""
-        row["extra_env"] = [[k, v] for k, v in env.items() if not str(k).startswith("-")]
-        row["_requested_ports"] = _env_ports(env)
+        row["extra_env"] = container_vars(env)
+        row["_requested_ports"] = requested_ports(env)
         self.instances[instance_id] = row
+        self._issue_scoped_key(instance_id)
         offer["rented"] = True
         self._ready_at[instance_id] = self.clock() + self.loading_delay
         return 200, {}, {"success": True, "new_contract": instance_id}
