@@ -114,11 +114,12 @@ cache_connection: ~/.cache/vastllm/inventory
 cache_timeout: 300
 
 ---
-# Server-side filter: instances with at least 2 GPUs.
+# Server-side filter: instances whose GPUs have at least 40 GB each (gpu_ram is in MB).
+# Only stored columns can be filtered; computed ones (dph_total, num_gpus, ...) are refused by the API.
 plugin: vastllm.stack.vastai
 filters:
-  num_gpus:
-    gte: 2
+  gpu_ram:
+    gte: 40000
 
 ---
 # Key from a vault, hostnames from the id, extra groups.

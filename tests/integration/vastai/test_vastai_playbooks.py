@@ -187,7 +187,7 @@ def test_teardown_destroys_by_label_idempotently(market, home):
 def test_module_stop_start_absent_and_facts(market, home):
     rent = {
         "name": "rent",
-        "vastai_instance": {
+        "vastllm.stack.vastai_instance": {
             "label": "solo",
             "max_dph": 1.0,
             "image": "img:1",
@@ -207,11 +207,11 @@ def test_module_stop_start_absent_and_facts(market, home):
                 "mode": "0600",
             },
         },
-        {"name": "stop", "vastai_instance": {"label": "solo", "state": "stopped"}, "register": "s"},
-        {"name": "stop again", "vastai_instance": {"label": "solo", "state": "stopped"}},
+        {"name": "stop", "vastllm.stack.vastai_instance": {"label": "solo", "state": "stopped"}, "register": "s"},
+        {"name": "stop again", "vastllm.stack.vastai_instance": {"label": "solo", "state": "stopped"}},
         {
             "name": "start",
-            "vastai_instance": {
+            "vastllm.stack.vastai_instance": {
                 "label": "solo",
                 "state": "running",
                 "max_dph": 1.0,
@@ -219,8 +219,8 @@ def test_module_stop_start_absent_and_facts(market, home):
                 "poll_interval": 0.1,
             },
         },
-        {"name": "absent", "vastai_instance": {"label": "solo", "state": "absent"}},
-        {"name": "absent again", "vastai_instance": {"label": "solo", "state": "absent"}},
+        {"name": "absent", "vastllm.stack.vastai_instance": {"label": "solo", "state": "absent"}},
+        {"name": "absent again", "vastllm.stack.vastai_instance": {"label": "solo", "state": "absent"}},
     ]
     proc = playbook(market, home, write_play(home, tasks), "-v", "--diff")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -237,17 +237,17 @@ def test_module_stop_start_absent_and_facts(market, home):
 
 def test_module_fails_clearly(market, home, lab_factory):
     tasks = [
-        {"name": "stop missing", "vastai_instance": {"label": "ghost", "state": "stopped"}},
+        {"name": "stop missing", "vastllm.stack.vastai_instance": {"label": "ghost", "state": "stopped"}},
     ]
     proc = playbook(market, home, write_play(home, tasks))
     assert proc.returncode != 0
     assert "no instance labelled 'ghost' to stop" in flat(proc.stdout)
 
-    proc = playbook(market, home, write_play(home, [{"vastai_instance": {"label": "x"}}]))
+    proc = playbook(market, home, write_play(home, [{"vastllm.stack.vastai_instance": {"label": "x"}}]))
     assert proc.returncode != 0
     assert "max_dph" in proc.stdout
 
-    tasks = [{"vastai_instance": {"label": "x", "state": "absent", "api_key": "bad-key"}}]
+    tasks = [{"vastllm.stack.vastai_instance": {"label": "x", "state": "absent", "api_key": "bad-key"}}]
     proc = playbook(market, home, write_play(home, tasks))
     assert proc.returncode != 0
     assert "rejected the API key (401 Unauthorized)" in flat(proc.stdout)
@@ -259,7 +259,7 @@ def test_duplicate_labels_are_refused(market, home):
 
     market.state.add_instance(make_instance(1, label="twin"))
     market.state.add_instance(make_instance(2, label="twin"))
-    tasks = [{"vastai_instance": {"label": "twin", "max_dph": 1.0, "image": "i", "wait": False}}]
+    tasks = [{"vastllm.stack.vastai_instance": {"label": "twin", "max_dph": 1.0, "image": "i", "wait": False}}]
     proc = playbook(market, home, write_play(home, tasks))
     assert proc.returncode != 0
     assert "matches 2 instances (1, 2)" in flat(proc.stdout)
@@ -270,7 +270,7 @@ def test_ssh_wait_is_bounded(lab_factory, home):
     quiet = lab_factory(instances=[], loading_delay=0.1, ssh_port=9)
     tasks = [
         {
-            "vastai_instance": {
+            "vastllm.stack.vastai_instance": {
                 "label": "mute",
                 "max_dph": 1.0,
                 "image": "i",
@@ -292,7 +292,7 @@ def test_lost_rent_reply_is_recovered_not_rented_twice(market, home):
     market.state.add_fault(Fault(status=502, path_prefix="/api/v0/asks/", after=True))
     tasks = [
         {
-            "vastai_instance": {
+            "vastllm.stack.vastai_instance": {
                 "label": "flaky",
                 "max_dph": 1.0,
                 "image": "i",
