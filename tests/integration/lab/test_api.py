@@ -226,7 +226,8 @@ def test_chat_stream_and_whole_give_the_same_text(emu):
     assert whole["message"]["content"].startswith(f"Lab reply from {SMALL}: ")
     for key in ("prompt_eval_count", "eval_count"):
         assert whole[key] == final[key]
-    assert whole["prompt_eval_count"] == 4
+    # <|im_start|> user\n write a sort function <|im_end|>\n <|im_start|> assistant\n
+    assert whole["prompt_eval_count"] == 9
     assert whole["eval_count"] == len(parts)
     for key in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
         assert isinstance(whole[key], int)
@@ -369,7 +370,8 @@ def test_generate_text_stream_and_whole(emu):
     text = "".join(c["response"] for c in chunks)
     final = chunks[-1]
     assert final["done"] is True
-    assert final["prompt_eval_count"] == 7
+    # the template's tokens: 4 of the system text and markers, 8 of the prompt, 3 to close
+    assert final["prompt_eval_count"] == 15
     whole = HTTP.post(emu.url + "/api/generate", json={**body, "stream": False}).json()
     assert whole["response"] == text
     assert whole["response"].startswith("Lab reply from")

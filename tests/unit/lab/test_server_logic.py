@@ -66,7 +66,7 @@ def test_load_keep_alive_and_unload(app):
 def test_stats_and_faults_state(app):
     app.count("/api/chat")
     app.count("/api/chat")
-    assert app.stats() == {"requests": {"/api/chat": 2}, "total": 2}
+    assert app.stats() == {"requests": {"/api/chat": 2}, "total": 2, "slots": {}}
     app.reset_stats()
     assert app.stats()["total"] == 0
     assert app.update_faults({"busy": True}) == {"busy": True}

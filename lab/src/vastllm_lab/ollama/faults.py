@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any, Callable
 
+from .generation import LEAK_FORMS
 from .names import InvalidModelName, normalize
 
 
@@ -67,6 +68,26 @@ def _text(key: str, value: Any) -> str:
     return value
 
 
+def _leak(key: str, value: Any) -> str:
+    if not isinstance(value, str) or value not in LEAK_FORMS:
+        raise FaultError(
+            f"fault {key!r} must be one of {', '.join(LEAK_FORMS)} or null, got {value!r}"
+        )
+    return value
+
+
+def _rate(key: str, value: Any) -> float:
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (number >= 0 and math.isfinite(number)):
+        raise FaultError(
+            f"fault {key!r} must be a number of tokens/s >= 0 (0: no delay), got {value!r}"
+        )
+    return number
+
+
 FAULTS: dict[str, Callable[[str, Any], Any]] = {
     "unknown_model": _names,
     "pull_fail_after": _names,
@@ -77,6 +98,11 @@ FAULTS: dict[str, Callable[[str, Any], Any]] = {
     "busy": _bool,
     "load_delay": _seconds,
     "chat_error": _text,
+    # behaviour switches (real-model behaviours rather than failures)
+    "tool_call_leak": _leak,
+    "prompt_tokens_per_second": _rate,
+    "generation_tokens_per_second": _rate,
+    "prompt_cache_count": _bool,
 }
 LIST_FAULTS = ("unknown_model", "pull_fail_after")
 

@@ -1,7 +1,8 @@
 """Deterministic "generation" of the lab double (pure functions, no I/O).
 
 The reply is a pure function of (model, messages, tools): the same request always gets the same
-text, a different last message gets a different one. Tokens are whitespace-separated words.
+text, a different last message gets a different one. Generated tokens are whitespace-separated
+words (a leaked tool call: small character chunks); the prompt is counted by ``prompt.py``.
 Options only truncate: `num_predict` (tokens, thinking included) and `stop` (strings).
 """
 
@@ -13,6 +14,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from .prompt import prompt_tokens, render_xml_call
+
+LEAK_FORMS = ("xml", "xml_wrapped", "json")
+_LEAK_CHUNK_SIZES = (1, 4, 2, 7, 3, 5, 2, 9, 1, 6)  # chars per chunk, cycled: cuts markup anywhere
 
 VOCAB = (
     "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel",
@@ -220,6 +226,35 @@ def parse_options(options: Any) -> tuple[int | None, list[str]]:
     return (int(num_predict) if num_predict is not None else None), stops
 
 
+def leak_text(call: dict[str, Any], form: str) -> str:
+    """A tool call written as text, the ways qwen3-coder leaks it into `content`.
+
+    `xml`: `<function=NAME><parameter=KEY>VALUE</parameter></function>` (qwen3-coder's layout,
+    one item per line) without `<tool_call>`; `xml_wrapped`: the same inside
+    `<tool_call>...</tool_call>`; `json`: a bare `{"name": ..., "arguments": {...}}` object.
+    """
+    function = call["function"]
+    if form == "json":
+        return json.dumps({"name": function["name"], "arguments": function["arguments"]})
+    xml = render_xml_call(function["name"], function["arguments"])
+    if form == "xml_wrapped":
+        return f"<tool_call>\n{xml}\n</tool_call>"
+    if form == "xml":
+        return xml
+    raise ValueError(f"unknown tool-call leak form {form!r}")
+
+
+def leak_chunks(text: str) -> list[str]:
+    """Small stream chunks (1-9 characters, a fixed cycle) that cut tags and JSON anywhere."""
+    chunks, position, turn = [], 0, 0
+    while position < len(text):
+        size = _LEAK_CHUNK_SIZES[turn % len(_LEAK_CHUNK_SIZES)]
+        chunks.append(text[position : position + size])
+        position += size
+        turn += 1
+    return chunks
+
+
 @dataclass
 class Reply:
     """A planned answer: chunks to stream (thinking first, then content) and the final stats."""
@@ -255,13 +290,27 @@ def plan_reply(
     options: Any,
     think: bool,
     fmt: Any = None,
+    leak: str | None = None,
 ) -> Reply:
-    """Everything the lab double answers for a chat request (pure)."""
+    """Everything the lab double answers for a chat request (pure).
+
+    `leak` (one of LEAK_FORMS) writes a tool call as text in `content` (small chunks)
+    instead of `tool_calls`, like qwen3-coder when Ollama's parser misses it.
+    """
     num_predict, stops = parse_options(options)
     limit = num_predict if num_predict is not None and num_predict > 0 else None
-    reply = Reply(prompt_eval_count=prompt_token_count(messages, tools))
+    reply = Reply(prompt_eval_count=max(len(prompt_tokens(messages, tools)), 1))
     thinking = split_tokens(thinking_text(model, messages, tools)) if think else []
     call = find_tool_call(messages, tools)
+    if call is not None and leak:
+        tokens = thinking + leak_chunks(leak_text(call, leak))
+        if limit is not None and len(tokens) > limit:
+            tokens = tokens[:limit]
+            reply.done_reason = "length"
+        reply.thinking = tokens[: len(thinking)]
+        reply.content = tokens[len(thinking) :]
+        reply.eval_count = len(tokens)
+        return reply
     if call is not None:
         reply.thinking = thinking[:limit] if limit is not None else thinking
         reply.tool_calls = [call]

@@ -18,6 +18,7 @@ from .catalog import CatalogEntry
 from .config import ConfigError, parse_duration
 from .generation import RequestError, plan_reply
 from .names import InvalidModelName, normalize
+from .prompt import fit_context, tokenize
 from .state import os_error_text
 from .store import ModelRecord
 from .wire import HTTPError, NDJSONStream, WireHandler, rfc3339
@@ -73,6 +74,16 @@ def _think(value: Any) -> bool:
     if value is True or value in ("low", "medium", "high"):
         return True
     raise RequestError(f"invalid think value {value!r} (true, false, low, medium or high)")
+
+
+def _flag(req: dict[str, Any], key: str) -> bool:
+    """`truncate` / `shift`: booleans, true when absent (as in Ollama)."""
+    value = req.get(key)
+    if value is None:
+        return True
+    if not isinstance(value, bool):
+        raise RequestError(f"{key} must be true or false")
+    return value
 
 
 class Handler(WireHandler):
@@ -256,7 +267,13 @@ class Handler(WireHandler):
         tools = _tools(req.get("tools"))
         think = _think(req.get("think"))
         reply = plan_reply(
-            record.name, messages, tools, req.get("options"), think, req.get("format")
+            record.name,
+            messages,
+            tools,
+            req.get("options"),
+            think,
+            req.get("format"),
+            leak=app.fault("tool_call_leak"),
         )
         if not messages:
             loaded = self._load_only(record, keep_alive, req)
@@ -294,7 +311,10 @@ class Handler(WireHandler):
                 item["message"]["tool_calls"] = reply.tool_calls
             return item
 
-        self._generate(record, keep_alive, stream, reply, req, chunk, tool_chunk, whole, "message")
+        tokens = self._fit(record, req, messages, tools)
+        self._generate(
+            record, keep_alive, stream, reply, req, tokens, chunk, tool_chunk, whole, "message"
+        )
 
     def generate(self, body: bytes) -> None:
         req = self.read_json(body)
@@ -351,7 +371,38 @@ class Handler(WireHandler):
         def whole() -> dict[str, Any]:
             return chunk(reply.thinking_text, reply.content_text)
 
-        self._generate(record, keep_alive, stream, reply, req, chunk, whole, whole, "response")
+        tokens = self._fit(record, req, messages, [])
+        self._generate(
+            record, keep_alive, stream, reply, req, tokens, chunk, whole, whole, "response"
+        )
+
+    def _fit(
+        self,
+        record: ModelRecord,
+        req: dict[str, Any],
+        messages: list[dict[str, Any]],
+        tools: list[Any],
+    ) -> list[str]:
+        """The prompt tokens that go to the model, after `num_ctx` (400 when they cannot fit)."""
+        truncate, shift = _flag(req, "truncate"), _flag(req, "shift")
+        options = req.get("options")
+        num_ctx = options.get("num_ctx") if isinstance(options, dict) else None
+        if not (
+            isinstance(num_ctx, (int, float)) and not isinstance(num_ctx, bool) and num_ctx > 0
+        ):
+            num_ctx = self.server.app.settings.context_length
+        num_ctx = min(int(num_ctx), record.entry.context_length)
+        fit = fit_context(messages, tools, num_ctx, truncate, shift)
+        if fit.error is not None:
+            raise HTTPError(400, fit.error)
+        if fit.dropped_messages or fit.shifted:
+            self.server.app.info(
+                "truncating input prompt",
+                limit=str(num_ctx),
+                prompt=str(fit.full_count),
+                new=str(len(fit.tokens)),
+            )
+        return fit.tokens
 
     def _generate(
         self,
@@ -360,6 +411,7 @@ class Handler(WireHandler):
         stream: bool,
         reply: Any,
         req: dict[str, Any],
+        tokens: list[str],
         chunk: Callable[[str, str], dict[str, Any]],
         tool_chunk: Callable[[], dict[str, Any]],
         whole: Callable[[], dict[str, Any]],
@@ -368,9 +420,44 @@ class Handler(WireHandler):
         app = self.server.app
         started = time.perf_counter()
         load_ns = app.load(record, req.get("options"))
-        prompt_ns = reply.prompt_eval_count * 20_000
+        index, prefix = app.acquire_slot(record.name, tokens)
+        try:
+            self._evaluate(
+                record, keep_alive, stream, reply, tokens, prefix, started, load_ns,
+                chunk, tool_chunk, whole, kind,
+            )  # fmt: skip
+        finally:
+            app.release_slot(record.name, index, tokens + tokenize(reply.content_text))
+
+    def _evaluate(
+        self,
+        record: ModelRecord,
+        keep_alive: float,
+        stream: bool,
+        reply: Any,
+        tokens: list[str],
+        prefix: int,
+        started: float,
+        load_ns: int,
+        chunk: Callable[[str, str], dict[str, Any]],
+        tool_chunk: Callable[[], dict[str, Any]],
+        whole: Callable[[], dict[str, Any]],
+        kind: str,
+    ) -> None:
+        app = self.server.app
+        evaluated = max(len(tokens) - prefix, 1)
+        reply.prompt_eval_count = evaluated if app.fault("prompt_cache_count") else len(tokens)
+        prompt_rate = float(app.fault("prompt_tokens_per_second") or 0)
+        generation_rate = float(app.fault("generation_tokens_per_second") or 0)
+        if prompt_rate:
+            prompt_ns = int(evaluated / prompt_rate * 1e9)
+            time.sleep(evaluated / prompt_rate)
+        else:
+            prompt_ns = evaluated * 20_000
         eval_started = time.perf_counter()
         delay = float(app.fault("chunk_delay") or 0)
+        if generation_rate:
+            delay += 1 / generation_rate
         crash_after = app.fault("crash_after_chunks")
 
         def final(item: dict[str, Any]) -> dict[str, Any]:

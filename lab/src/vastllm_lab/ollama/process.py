@@ -249,6 +249,12 @@ class LabOllamaProcess:
         result: dict[str, int] = self._control("GET", "/lab/stats")["requests"]
         return result
 
+    def slots(self) -> dict[str, list[dict[str, int]]]:
+        """Per loaded model, each prompt-cache slot's counters (`requests`, `hits`,
+        `reused_tokens`, `evaluated_tokens`, `cached_tokens`)."""
+        result: dict[str, list[dict[str, int]]] = self._control("GET", "/lab/stats")["slots"]
+        return result
+
     def reset_stats(self) -> None:
         self._control("DELETE", "/lab/stats")
 

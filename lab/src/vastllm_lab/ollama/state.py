@@ -17,6 +17,7 @@ from . import faults as faults_mod
 from .catalog import Catalog, load_catalog
 from .config import FOREVER, ConfigError, Settings
 from .names import InvalidModelName, normalize
+from .prompt import Slot, choose_slot
 from .store import ModelRecord, ModelStore, build_manifest
 
 _FOREVER_SECONDS = 292 * 365.25 * 86400  # Go's maximum duration, about 292 years
@@ -52,6 +53,8 @@ class LabOllama:
         self._faults: dict[str, Any] = dict(settings.faults)
         self._stats: dict[str, int] = {}
         self._loaded: dict[str, Loaded] = {}
+        self._slots: dict[str, list[Slot]] = {}  # per loaded model: OLLAMA_NUM_PARALLEL slots
+        self._clock = 0
 
     # -- logging, stats, faults -------------------------------------------------------------
     def log(self, line: str) -> None:
@@ -74,11 +77,57 @@ class LabOllama:
     def stats(self) -> dict[str, Any]:
         with self._lock:
             requests = dict(self._stats)
-        return {"requests": requests, "total": sum(requests.values())}
+            slots = {
+                name: [
+                    {
+                        "slot": index,
+                        "requests": slot.requests,
+                        "hits": slot.hits,
+                        "reused_tokens": slot.reused_tokens,
+                        "evaluated_tokens": slot.evaluated_tokens,
+                        "cached_tokens": len(slot.tokens),
+                    }
+                    for index, slot in enumerate(model_slots)
+                ]
+                for name, model_slots in sorted(self._slots.items())
+            }
+        return {"requests": requests, "total": sum(requests.values()), "slots": slots}
 
     def reset_stats(self) -> None:
+        """Zero the counters (requests per path, slot counters); cached prompts stay."""
         with self._lock:
             self._stats.clear()
+            for model_slots in self._slots.values():
+                for slot in model_slots:
+                    slot.requests = slot.hits = slot.reused_tokens = slot.evaluated_tokens = 0
+
+    # -- prompt cache (slots) ----------------------------------------------------------------
+    def acquire_slot(self, name: str, tokens: list[str]) -> tuple[int, int]:
+        """Take a slot of a loaded model for a prompt; return (slot index, reused prefix)."""
+        with self._lock:
+            slots = self._slots.get(name)
+            if slots is None:
+                slots = [Slot([]) for _ in range(self.settings.num_parallel)]
+                self._slots[name] = slots
+            index, prefix = choose_slot(slots, tokens)
+            slot = slots[index]
+            self._clock += 1
+            slot.busy = True
+            slot.last_used = self._clock
+            slot.requests += 1
+            slot.hits += 1 if prefix else 0
+            slot.reused_tokens += prefix
+            slot.evaluated_tokens += len(tokens) - prefix
+            slot.tokens = list(tokens[:prefix])  # what survives if the request dies
+            return index, prefix
+
+    def release_slot(self, name: str, index: int, tokens: list[str]) -> None:
+        """The request is done: the slot caches `tokens` (prompt + generated text)."""
+        with self._lock:
+            slots = self._slots.get(name)
+            if slots is not None and index < len(slots):
+                slots[index].busy = False
+                slots[index].tokens = list(tokens)
 
     def faults(self) -> dict[str, Any]:
         with self._lock:
@@ -107,6 +156,7 @@ class LabOllama:
         expired = [n for n, m in self._loaded.items() if m.expires_at <= now]
         for name in expired:
             del self._loaded[name]
+            self._slots.pop(name, None)
 
     def loaded(self) -> list[tuple[str, Loaded]]:
         with self._lock:
@@ -140,6 +190,7 @@ class LabOllama:
         with self._lock:
             if keep_alive == 0:
                 self._loaded.pop(record.name, None)
+                self._slots.pop(record.name, None)
                 return
             loaded = self._loaded.get(record.name)
             if loaded is not None:
@@ -149,6 +200,7 @@ class LabOllama:
     def unload(self, name: str) -> None:
         with self._lock:
             self._loaded.pop(name, None)
+            self._slots.pop(name, None)
 
     # -- pull ------------------------------------------------------------------------------
     def pull_events(self, name: str) -> Iterator[dict[str, Any]]:
