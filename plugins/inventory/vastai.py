@@ -115,7 +115,7 @@ cache_timeout: 300
 
 ---
 # Server-side filter: instances whose GPUs have at least 40 GB each (gpu_ram is in MB).
-# Only stored columns can be filtered; computed ones (dph_total, num_gpus, ...) are refused by the API.
+# Only stored columns can be filtered: vast.ai refuses computed ones (dph_total, num_gpus, ...).
 plugin: vastllm.stack.vastai
 filters:
   gpu_ram:

@@ -23,6 +23,7 @@ import email.utils
 import json
 import os
 import random
+import re
 import socket
 import time
 from collections.abc import Mapping
@@ -192,6 +193,10 @@ def _body_detail(body: bytes) -> str:
     return ""
 
 
+# A rent is `PUT /api/v0/asks/<offer id>/`; 404/410 there mean the offer is gone, not the endpoint.
+_ASK_PATH = re.compile(r"/asks/([0-9]+)/")
+
+
 def error_message(
     status: int, body: bytes, method: str, path: str, retry_after: float | None = None
 ) -> str:
@@ -208,6 +213,12 @@ def error_message(
         return (
             f"vast.ai refused {where} (403 Forbidden): the API key lacks the permission for this "
             f"call{suffix}"
+        )
+    offer = _ASK_PATH.search(path)
+    if offer and method == "PUT" and status in (404, 410):
+        return (
+            f"offer {offer.group(1)} is no longer available ({status} on {where}: rented by "
+            f"someone else or withdrawn); search again{suffix}"
         )
     if status == 404:
         return f"vast.ai has no such resource: {where} (404 Not Found){suffix}"

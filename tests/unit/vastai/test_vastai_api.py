@@ -132,6 +132,22 @@ def test_error_message_per_status(api, status, needle):
         assert "detail from server" in message
 
 
+@pytest.mark.parametrize("status", [404, 410])
+def test_a_gone_offer_is_named_not_a_missing_endpoint(api, status):
+    """vast.ai answers 404 (or 410 `cancel_unavail`) when the offer was rented by someone else."""
+    body = b'{"success": false, "error": "no_such_ask", "msg": "no_such_ask"}'
+    message = api.error_message(status, body, "PUT", "/api/v0/asks/30000012/")
+    assert "offer 30000012 is no longer available" in message
+    assert "retired" not in message
+    assert "search again" in message
+
+
+def test_create_on_a_gone_offer_says_so(api, lab):
+    client = api.VastAIClient(api_key="lab-key", api_url=lab.url, retries=0)
+    with pytest.raises(api.VastAIError, match="offer 999999 is no longer available"):
+        client.create_instance(999999, {"image": "x", "disk": 20})
+
+
 def test_error_message_tolerates_non_json_body(api):
     assert "<html>" in api.error_message(500, b"<html>oops</html>", "GET", "/x")
     assert api.error_message(500, b"", "GET", "/x") == "vast.ai server error 500 on GET /x"
