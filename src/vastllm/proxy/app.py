@@ -59,7 +59,9 @@ class ProxyApp(Router):
             client = self._redis_client
             if client is None:
                 client = RespClient(settings.redis_url, connect_timeout=0.5, timeout=1.0)
-            self.context.cache = AnswerCache(client, settings.cache_ttl)
+            self.context.cache = AnswerCache(
+                client, settings.cache_ttl, max_entry_bytes=settings.cache_max_entry_bytes
+            )
 
     async def shutdown(self) -> None:
         await self.context.backend.close()

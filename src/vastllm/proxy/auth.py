@@ -21,7 +21,9 @@ class KeyCheck:
         if self._key is None or open_route:
             return
         supplied = call.headers.get(b"x-api-key")
-        if supplied is None:
+        if supplied is not None:
+            supplied = supplied.strip()  # as a Bearer value is
+        else:
             auth = call.headers.get(b"authorization", b"")
             if auth[:7].lower() == b"bearer ":
                 supplied = auth[7:].strip()

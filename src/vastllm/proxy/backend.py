@@ -1,18 +1,29 @@
 """The backend the proxy answers from: Ollama's HTTP API, behind a small Protocol.
 
 The routes use only ``Backend`` and ``ChatReply`` (and the ``BackendError`` family of
-``errors.py``); ``OllamaBackend`` implements them on the keep-alive HTTP/1.1 client of
-``upstream.py``. Another HTTP client, or a test double (``create_app(settings, backend=...)``),
+``errors.py``); ``OllamaBackend`` implements them on one ``aiohttp.ClientSession`` (a keep-alive
+connection pool). Another HTTP client, or a test double (``create_app(settings, backend=...)``),
 replaces this class and nothing else: no route sees a socket, a status line or NDJSON framing.
+
+What the client guarantees (tests/unit/proxy/test_proxy_backend.py): ``1xx`` interim answers
+are skipped; credentials in the Ollama URL are sent as Basic auth (and kept out of every URL the
+proxy shows); ``POST /api/chat`` is never sent twice (only a connect failure, before anything
+was sent, is retried, once); the read timeout is an idle-read timeout (``sock_read``), over TLS
+too; closing a reply before its end drops the connection, which makes Ollama stop generating.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+import aiohttp
 import orjson
+from yarl import URL
 
 from vastllm.proxy.config import Settings
 from vastllm.proxy.errors import (
@@ -22,14 +33,6 @@ from vastllm.proxy.errors import (
     BackendStatus,
     BackendTimeout,
     BackendUnreachable,
-)
-from vastllm.proxy.upstream import (
-    ConnectFailed,
-    ConnectionLost,
-    Response,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamTimeout,
 )
 
 Chunk = dict[str, Any]
@@ -130,42 +133,48 @@ def _names(listing: Any) -> list[str]:
     return [str(item.get("name") or item.get("model")) for item in models if isinstance(item, dict)]
 
 
-def _transport(exc: UpstreamError) -> BackendError:
-    """The client's failure → the backend failure the routes know."""
-    if isinstance(exc, ConnectFailed):
-        return BackendUnreachable(str(exc))
-    if isinstance(exc, UpstreamTimeout):
-        return BackendTimeout(str(exc))
-    if isinstance(exc, ConnectionLost):
-        return BackendConnectionLost(str(exc))
-    return BackendError(str(exc))
+def _transport(exc: BaseException) -> BackendError:
+    """The HTTP client's failure → the backend failure the routes know (no URL in the text:
+    it could carry credentials)."""
+    if isinstance(exc, aiohttp.ServerTimeoutError):  # sock_read: the backend went silent
+        return BackendTimeout("backend read timed out")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError):
+        return BackendUnreachable("cannot connect to the backend")
+    if isinstance(exc, asyncio.TimeoutError):
+        return BackendTimeout("backend did not answer in time")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return BackendConnectionLost("backend connection lost")
+    return BackendError("backend failed")
+
+
+_FAILURES = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
 
 class _OllamaReply:
-    """``ChatReply`` over one ``upstream.Response``."""
+    """``ChatReply`` over one ``aiohttp.ClientResponse``."""
 
     __slots__ = ("_response",)
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
         self._response = response
 
     async def json(self) -> Chunk:
         try:
             body = await self._response.read()
-        except UpstreamError as exc:
+        except _FAILURES as exc:
             raise _transport(exc) from None
         return parse_chunk(body)
 
     async def batches(self) -> AsyncIterator[Iterator[Chunk]]:
         buffer = b""
         try:
-            async for raw in self._response.iter_chunks():
+            async for raw in self._response.content.iter_any():
                 buffer += raw
                 if b"\n" not in buffer:
                     continue
                 *lines, buffer = buffer.split(b"\n")
                 yield (parse_chunk(line) for line in lines if line.strip())
-        except UpstreamError as exc:
+        except _FAILURES as exc:
             raise _transport(exc) from None
         if buffer.strip():
             yield (parse_chunk(line) for line in (buffer,))
@@ -173,17 +182,34 @@ class _OllamaReply:
     async def finish(self) -> None:
         try:
             async with asyncio.timeout(DRAIN_TIMEOUT):
-                async for _chunk in self._response.iter_chunks():
-                    pass
-        except (UpstreamError, TimeoutError):
+                await self._response.read()
+        except (*_FAILURES, TimeoutError):
             self._response.close()
+        else:
+            self._response.release()
 
     def close(self) -> None:
+        """Drop the connection unless the body was read whole (then it is back in the pool)."""
         self._response.close()
 
 
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """``https://user:pass@host/x`` → (``https://host/x``, the ``Authorization`` value of Basic
+    auth for user:pass; percent-escapes decoded)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url.rstrip("/"), None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    bare = urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password or '')}"
+    return bare.rstrip("/"), "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
+
 class OllamaBackend:
-    """``Backend`` on Ollama's HTTP API, with a pool of keep-alive connections."""
+    """``Backend`` on Ollama's HTTP API: one aiohttp session, a pool of keep-alive connections."""
 
     def __init__(
         self,
@@ -192,12 +218,28 @@ class OllamaBackend:
         connect_timeout: float,
         read_timeout: float,
         info_timeout: float = INFO_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
-        self.url = url
+        self._base, self._auth = split_credentials(url)
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._info_timeout = info_timeout
-        self._pool: UpstreamPool | None = None
+        # URLs parsed once (yarl), not per request.
+        self._chat_url = URL(self._base + "/api/chat")
+        # Idle-read timeout: the longest silence between two reads of an answer (head or body).
+        self._chat_timeout = aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout, sock_read=read_timeout
+        )
+        self._info_timeouts = aiohttp.ClientTimeout(
+            total=info_timeout, connect=min(connect_timeout, info_timeout)
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        """The backend's base URL, without credentials."""
+        return self._base
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OllamaBackend:
@@ -208,26 +250,52 @@ class OllamaBackend:
         )
 
     async def start(self) -> None:
-        self._pool = UpstreamPool(self.url, self._connect_timeout, self._read_timeout)
+        connector = aiohttp.TCPConnector(
+            limit=0, keepalive_timeout=30, ttl_dns_cache=60, ssl=self._ssl
+        )
+        headers = {"content-type": "application/json"}
+        if self._auth is not None:
+            headers["authorization"] = self._auth
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            skip_auto_headers=("user-agent", "accept-encoding"),
+            auto_decompress=False,
+            trust_env=False,
+        )
 
     async def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
-    def _started(self) -> UpstreamPool:
-        if self._pool is None:
+    def _started(self) -> aiohttp.ClientSession:
+        if self._session is None:
             raise RuntimeError("OllamaBackend used before start()")
-        return self._pool
+        return self._session
+
+    async def _send(
+        self, method: str, url: URL, payload: bytes | None, timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        """One request. A connect failure (nothing was sent) is tried once more; a failure
+        after that is not: the backend may have the request already (no generation twice)."""
+        session = self._started()
+        for attempt in (1, 2):
+            try:
+                return await session.request(method, url, data=payload, timeout=timeout)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                if attempt == 2 or isinstance(exc, aiohttp.ClientConnectorCertificateError):
+                    raise _transport(exc) from None
+            except _FAILURES as exc:
+                raise _transport(exc) from None
+        raise BackendUnreachable("cannot connect to the backend")  # pragma: no cover
 
     async def chat(self, body: dict[str, Any]) -> ChatReply:
-        try:
-            response = await self._started().request("POST", "/api/chat", orjson.dumps(body))
-        except UpstreamError as exc:
-            raise _transport(exc) from None
+        response = await self._send("POST", self._chat_url, orjson.dumps(body), self._chat_timeout)
         if response.status != 200:
             try:
                 detail = await response.read()
-            except UpstreamError:
+            except _FAILURES:
                 detail = b""
             finally:
                 response.close()
@@ -236,16 +304,13 @@ class OllamaBackend:
 
     async def _info(self, method: str, path: str, body: Any = None) -> Any:
         """A small API call with the short timeout; the decoded JSON answer."""
-        pool = self._started()
         payload = None if body is None else orjson.dumps(body)
+        response = await self._send(method, URL(self._base + path), payload, self._info_timeouts)
         try:
-            async with asyncio.timeout(self._info_timeout + 1):
-                response = await pool.request(method, path, payload, timeout=self._info_timeout)
-                data = await response.read()
-        except UpstreamError as exc:
+            data = await response.read()
+        except _FAILURES as exc:
+            response.close()
             raise _transport(exc) from None
-        except TimeoutError:
-            raise BackendTimeout(f"no answer from {path} in time") from None
         if response.status != 200:
             raise BackendStatus(response.status, error_detail(data))
         try:

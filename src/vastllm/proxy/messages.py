@@ -8,6 +8,7 @@ chunks arrive when the client streams, or as one JSON message.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -27,7 +28,7 @@ from vastllm.proxy.cache import CacheBypass, cache_key
 from vastllm.proxy.context import Context
 from vastllm.proxy.errors import BackendBadReply, BackendError, ProxyError
 from vastllm.proxy.models import ModelCatalog
-from vastllm.proxy.sse import encode_events
+from vastllm.proxy.sse import encode_event, encode_events
 from vastllm.proxy.translate_request import ChatRequest, build_chat, parse_request
 from vastllm.proxy.translate_response import (
     Event,
@@ -39,11 +40,64 @@ from vastllm.proxy.translate_response import (
     new_tool_use_id,
     prompt_tokens,
     replay_events,
+    sane_count,
 )
 
 _SSE = b"text/event-stream"
+_PING = encode_event("ping", {"type": "ping"})
 # Fields that do not change a prompt's token count (left out of the count_tokens cache key).
 _NOT_COUNTED = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences")
+
+
+# What a single-flight follower learns from its leader: ("ok", the encoded final message),
+# ("error", the ProxyError the leader's client got) or ("retry", None): the leader went away.
+Outcome = tuple[str, Any]
+
+
+class Pinger:
+    """SSE ``ping`` events every ``interval`` seconds while a streaming client waits for its
+    first token. The first one starts the SSE response (headers, ``message_start``, ``ping``);
+    ``stop()`` (awaited before anything else is sent) ends the pings. A timer, not a task, runs
+    until the first ping is due: a request answered before costs one timer."""
+
+    __slots__ = ("_call", "_handle", "_interval", "_loop", "_start_events", "_task")
+
+    def __init__(
+        self, call: Call, interval: float, start_events: Callable[[], list[Event]]
+    ) -> None:
+        self._call = call
+        self._interval = interval
+        self._start_events = start_events
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[None] | None = None
+        self._handle: asyncio.TimerHandle | None = self._loop.call_later(interval, self._fire)
+
+    def _fire(self) -> None:
+        if self._task is None or self._task.done():  # a slow client: never two pings at once
+            self._task = self._loop.create_task(self._ping())
+        self._handle = self._loop.call_later(self._interval, self._fire)
+
+    async def _ping(self) -> None:
+        call = self._call
+        try:
+            if call.response_started:
+                body = _PING
+            else:
+                headers = call.base_headers(_SSE)
+                headers.append((b"cache-control", b"no-cache"))
+                await start_response(call, 200, headers)
+                body = encode_events(self._start_events())
+            await call.send({"type": "http.response.body", "body": body, "more_body": True})
+        except Exception:  # the client went away: the disconnect watcher acts
+            return
+
+    async def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            await asyncio.wait([task])
 
 
 def _decode_entry(stored: bytes) -> dict[str, Any] | None:
@@ -60,6 +114,10 @@ class MessageRoutes:
         self._catalog = catalog
         self._metrics = context.metrics
         self._max_bytes = context.settings.max_request_bytes
+        self._ping_interval = context.settings.ping_interval
+        self._first_token_timeout = context.settings.first_token_timeout
+        # Single-flight: the generation in progress for each cache key (see _lead/_follow).
+        self._flights: dict[str, asyncio.Future[Outcome]] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -115,20 +173,79 @@ class MessageRoutes:
         backend_model = await self._catalog.resolve(request.model)
         call.backend_model = backend_model
         key = cache_key(request.shaping_fields(backend_model)) if self._wants_cache(call) else None
-        stored, key = await self._cache_lookup(call, key)
+        stored, store_key = await self._cache_lookup(call, key)
         if stored is not None:
             await self._answer_from_cache(call, request, stored)
             return
         watcher = watch_disconnect(call)
         try:
-            await self._generate(call, request, backend_model, key)
+            while key is not None and (flight := self._flights.get(key)) is not None:
+                if await self._follow(call, request, flight):
+                    return
+            await self._lead(call, request, backend_model, key, store_key)
         finally:
             watcher.cancel()
 
-    async def _answer_from_cache(
-        self, call: Call, request: ChatRequest, message: dict[str, Any]
+    # ------------------------------------------------------------------ single-flight
+    async def _lead(
+        self,
+        call: Call,
+        request: ChatRequest,
+        backend_model: str,
+        key: str | None,
+        store_key: str | None,
     ) -> None:
-        message["id"] = new_message_id()
+        """Generate the answer; identical requests arriving meanwhile (same cache key) wait
+        for it instead of generating again (``_follow``)."""
+        if key is None:
+            await self._generate(call, request, backend_model, store_key, None)
+            return
+        flight: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+
+        def publish(outcome: Outcome) -> None:
+            if self._flights.get(key) is flight:
+                del self._flights[key]
+            if not flight.done():
+                flight.set_result(outcome)
+
+        try:
+            await self._generate(call, request, backend_model, store_key, publish)
+        except ProxyError as exc:
+            publish(("error", exc))
+            raise
+        finally:
+            publish(("retry", None))  # no answer (the leader's client went away): try again
+
+    async def _follow(
+        self, call: Call, request: ChatRequest, flight: asyncio.Future[Outcome]
+    ) -> bool:
+        """Answer from the generation another request leads: False when it ended without an
+        answer (its client went away), and this request must try again. A streaming follower
+        gets pings while it waits, then the whole answer as a replayed stream."""
+        call.cache = "shared"
+        message_id = new_message_id()
+        pinger = None
+        if request.stream:
+            start = {"id": message_id, "model": request.model, "content": [], "usage": {}}
+            pinger = Pinger(call, self._ping_interval, lambda: replay_events(start)[:2])
+        try:
+            kind, value = await asyncio.shield(flight)
+        finally:
+            if pinger is not None:
+                await pinger.stop()
+        if kind == "retry":
+            return False
+        if kind == "error":
+            raise ProxyError(value.error_type, value.message, value.status)
+        message = _decode_entry(value) or {}
+        await self._answer_from_cache(call, request, message, message_id)
+        return True
+
+    async def _answer_from_cache(
+        self, call: Call, request: ChatRequest, message: dict[str, Any], message_id: str = ""
+    ) -> None:
+        message["id"] = message_id or new_message_id()
         message["model"] = request.model
         for block in message.get("content") or ():
             if isinstance(block, dict) and block.get("type") == "tool_use":
@@ -138,17 +255,24 @@ class MessageRoutes:
         if not request.stream:
             await send_body(call, 200, orjson.dumps(message))
             return
-        headers = call.base_headers(_SSE)
-        headers.append((b"cache-control", b"no-cache"))
-        await start_response(call, 200, headers)
+        events = replay_events(message)
+        if call.response_started:  # a waiting follower's pings sent message_start already
+            events = events[2:]
+        else:
+            headers = call.base_headers(_SSE)
+            headers.append((b"cache-control", b"no-cache"))
+            await start_response(call, 200, headers)
         self._metrics.ttft.observe(time.perf_counter() - call.started)
         call.response_done = True
-        await call.send(
-            {"type": "http.response.body", "body": encode_events(replay_events(message))}
-        )
+        await call.send({"type": "http.response.body", "body": encode_events(events)})
 
     async def _generate(
-        self, call: Call, request: ChatRequest, backend_model: str, key: str | None
+        self,
+        call: Call,
+        request: ChatRequest,
+        backend_model: str,
+        key: str | None,
+        publish: Callable[[Outcome], None] | None,
     ) -> None:
         thinking = await self._catalog.supports_thinking(backend_model)
         # Stream from Ollama when the client streams, and when stop sequences must be matched
@@ -162,31 +286,44 @@ class MessageRoutes:
             thinking=request.thinking,
             emit=request.stream,
             input_estimate=estimate_prompt_tokens(chat),
+            max_tokens=request.max_tokens,
         )
 
         final: list[bytes] = []
 
         async def complete() -> bytes:
             """Account for and store the finished answer, before the client sees its end
-            (so a client that asks again right away gets the hit)."""
+            (so a client that asks again right away gets the hit), and hand it to the
+            requests waiting for the same answer."""
             encoded = orjson.dumps(assembler.message())
             final.append(encoded)
             call.tokens = (assembler.input_tokens, assembler.output_tokens)
             self._metrics.record_tokens(assembler.input_tokens, assembler.output_tokens)
             await self._store(key, encoded)
+            if publish is not None:
+                publish(("ok", encoded))
             return encoded
 
-        try:
-            reply = await self._context.backend.chat(chat)
-        except BackendError as exc:
-            raise self._backend_failed(exc, backend_model) from None
+        pinger = (
+            Pinger(call, self._ping_interval, assembler.start_events) if request.stream else None
+        )
+        reply: ChatReply | None = None
         try:
             if backend_stream:
-                await self._relay(call, request, reply, assembler, complete)
+                # The first-token timeout covers the request and the wait for the first chunk.
+                async with asyncio.timeout(self._first_token_timeout) as first_token:
+                    try:
+                        reply = await self._context.backend.chat(chat)
+                    except BackendError as exc:
+                        raise self._backend_failed(exc, backend_model) from None
+                    await self._relay(
+                        call, request, reply, assembler, complete, pinger, first_token
+                    )
                 if request.stream:
                     return
             else:
                 try:
+                    reply = await self._context.backend.chat(chat)
                     answer = await reply.json()
                 except BackendError as exc:
                     raise self._backend_failed(exc, backend_model) from None
@@ -194,8 +331,18 @@ class MessageRoutes:
                 if not assembler.finished:
                     raise ProxyError("api_error", "backend ended the answer early")
                 await complete()
+        except TimeoutError:
+            self._metrics.record_upstream_error("first_token_timeout")
+            raise ProxyError(
+                "overloaded_error",
+                f"backend produced no token in {self._first_token_timeout:g} s"
+                " (VASTLLM_FIRST_TOKEN_TIMEOUT)",
+            ) from None
         finally:
-            reply.close()
+            if reply is not None:
+                reply.close()
+            if pinger is not None:
+                await pinger.stop()
         await send_body(call, 200, final[0])
 
     async def _relay(
@@ -205,12 +352,16 @@ class MessageRoutes:
         reply: ChatReply,
         assembler: ResponseAssembler,
         complete: Callable[[], Awaitable[bytes]],
+        pinger: Pinger | None,
+        first_token: asyncio.Timeout,
     ) -> None:
         """Relay the backend's stream as it arrives (as SSE events when the client streams).
 
-        The SSE response starts with Ollama's first chunk: its headers and message_start go out
-        together with the first token (one write less; Ollama sends nothing earlier anyway)."""
+        The SSE response starts with the first token (headers, message_start and the token in
+        one write), or earlier with the first ping when the first token is slow (``Pinger``).
+        The first chunk ends the first-token timeout."""
         first = True
+        waiting = True
 
         async def deliver(events: list[Event]) -> None:
             nonlocal first
@@ -219,10 +370,13 @@ class MessageRoutes:
                     await complete()
                 return
             if first and events:
-                headers = call.base_headers(_SSE)
-                headers.append((b"cache-control", b"no-cache"))
-                await start_response(call, 200, headers)
-                events = assembler.start_events() + events
+                if pinger is not None:
+                    await pinger.stop()
+                if not call.response_started:
+                    headers = call.base_headers(_SSE)
+                    headers.append((b"cache-control", b"no-cache"))
+                    await start_response(call, 200, headers)
+                    events = assembler.start_events() + events
                 self._metrics.ttft.observe(time.perf_counter() - call.started)
                 first = False
             tail: list[Event] = []
@@ -244,6 +398,9 @@ class MessageRoutes:
 
         try:
             async for batch in reply.batches():
+                if waiting:
+                    first_token.reschedule(None)
+                    waiting = False
                 events: list[Event] = []
                 for chunk in batch:
                     events.extend(assembler.feed(chunk))
@@ -251,9 +408,9 @@ class MessageRoutes:
                         break
                 await deliver(events)
                 if assembler.finished:
-                    if assembler.stop_sequence is None:
+                    if not assembler.cut_short:
                         await reply.finish()  # keeps the connection for reuse
-                    return  # a stop sequence: closing the connection stops generation
+                    return  # cut short (stop sequence, max_tokens): closing it stops generation
         except BackendError as exc:
             # A reply that is not Ollama's counts as such; a cut, as a cut stream.
             kind = exc.kind if isinstance(exc, BackendBadReply) else "stream_cut"
@@ -292,8 +449,8 @@ class MessageRoutes:
                 reply.close()
         except BackendError as exc:
             raise self._backend_failed(exc, backend_model) from None
-        count = answer.get("prompt_eval_count")
-        if not isinstance(count, int):
+        count = sane_count(answer.get("prompt_eval_count"))
+        if count is None:
             raise ProxyError("api_error", "backend did not report a prompt token count")
         body = orjson.dumps({"input_tokens": prompt_tokens(count, estimate_prompt_tokens(chat))})
         await send_body(call, 200, body)

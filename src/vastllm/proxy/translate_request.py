@@ -178,6 +178,27 @@ def _tool_result(block: dict[str, Any], where: str, tool_names: dict[str, str]) 
     return message
 
 
+# Deepest nesting accepted in the free-form JSON of a request (``tools[].input_schema``,
+# ``tool_use.input``). orjson parses 1,024 levels but serializes only ~254, and the proxy
+# serializes these values again (the cache key, the Ollama request) a few levels deeper:
+# a limit well below keeps every accepted request answerable (docs/proxy.md).
+MAX_JSON_DEPTH = 64
+
+
+def check_depth(value: Any, where: str, limit: int = MAX_JSON_DEPTH) -> None:
+    """400 ``invalid_request_error`` naming the limit when ``value`` nests deeper than ``limit``
+    objects/arrays (``value`` itself is level 1). Iterative: no recursion limit of its own."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise invalid(f"{where}: JSON nested deeper than {limit} levels (the limit is {limit})")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+
+
 def _convert_message(index: int, message: Any, tool_names: dict[str, str]) -> list[dict[str, Any]]:
     where = f"messages.{index}"
     if not isinstance(message, dict):
@@ -218,6 +239,7 @@ def _convert_message(index: int, message: Any, tool_names: dict[str, str]) -> li
             arguments = block.get("input", {})
             if not isinstance(arguments, dict):
                 raise invalid(f"{block_where}.input: must be an object")
+            check_depth(arguments, f"{block_where}.input")
             tool_id = block.get("id")
             if isinstance(tool_id, str):
                 tool_names[tool_id] = name
@@ -271,6 +293,7 @@ def _convert_tools(tools: Any) -> list[dict[str, Any]]:
             schema = {}
         if not isinstance(schema, dict):
             raise invalid(f"{where}.input_schema: must be an object")
+        check_depth(schema, f"{where}.input_schema")
         if not schema:
             schema = {"type": "object", "properties": {}}
         description = tool.get("description", "")

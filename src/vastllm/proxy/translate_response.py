@@ -74,14 +74,38 @@ def estimate_prompt_tokens(chat: Mapping[str, Any]) -> int:
     return chars // 4
 
 
-def prompt_tokens(reported: int | None, estimate: int) -> int:
+# Largest token count believed from the backend: beyond any context window. A count that is not
+# an integer in [0, MAX_TOKEN_COUNT] (negative, a bool, a float, absurd) is not reported.
+MAX_TOKEN_COUNT = 10_000_000
+
+
+def sane_count(value: Any, limit: int = MAX_TOKEN_COUNT) -> int | None:
+    """A backend's token count if it is believable (an int in [0, limit]), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= limit:
+        return value
+    return None
+
+
+def output_tokens(reported: Any, counted: int, max_tokens: int | None) -> int:
+    """The output tokens to report: the backend's ``eval_count`` if believable, else the chunks
+    counted; never above ``max_tokens`` (the most the proxy lets through)."""
+    count = sane_count(reported)
+    if not count:
+        count = counted
+    if max_tokens is not None and count > max_tokens:
+        count = max_tokens
+    return count
+
+
+def prompt_tokens(reported: Any, estimate: int) -> int:
     """The prompt tokens to report. Ollama counts only the prompt tokens it evaluated: when it
     reuses its cache for the start of a conversation (every later turn of Claude Code), the count
     covers just the new part. A client that sizes its context from `usage.input_tokens` must not
     see that, so a count far below the estimate is replaced by the estimate."""
-    if reported is None or reported * 2 < estimate:
+    count = sane_count(reported)
+    if count is None or count * 2 < estimate:
         return estimate
-    return reported
+    return count
 
 
 @dataclass(slots=True)
@@ -99,9 +123,11 @@ class ResponseAssembler:
     emit: bool = True
     new_tool_id: Callable[[], str] = new_tool_use_id
     input_estimate: int = 0  # estimate_prompt_tokens() of the request, see prompt_tokens()
+    max_tokens: int | None = None  # the answer ends (stop_reason max_tokens) after this many
 
     content: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
+    cut_short: bool = False  # ended by the proxy (stop sequence, max_tokens), not by the backend
     stop_reason: str | None = None
     stop_sequence: str | None = None
     input_tokens: int = 0
@@ -271,6 +297,19 @@ class ResponseAssembler:
         if self.finished:
             return events
         message = chunk.get("message")
+        if (
+            self.max_tokens is not None
+            and self._chunks >= self.max_tokens
+            and not chunk.get("done")
+            and isinstance(message, dict)
+            and (message.get("content") or message.get("thinking") or message.get("tool_calls"))
+        ):
+            # max_tokens tokens relayed and the backend goes on (it ignored num_predict): the
+            # answer ends here, without this chunk; the caller drops the connection.
+            self._flush_pending(events)
+            self.stop_reason = "max_tokens"
+            self.finished = True
+            message = None
         if isinstance(message, dict):
             thought = message.get("thinking")
             if self.thinking and isinstance(thought, str) and thought:
@@ -285,16 +324,16 @@ class ResponseAssembler:
                 if isinstance(calls, list):
                     for call in calls:
                         self._emit_tool_call(call, events)
-        if self.finished:  # a stop sequence matched: the answer ends here, before Ollama's counts
+        if self.finished:  # a stop sequence or max_tokens: the answer ends before Ollama's counts
+            self.cut_short = True
             self.input_tokens = self.input_tokens or self.input_estimate
+            self.output_tokens = output_tokens(None, self._chunks, self.max_tokens)
             events.extend(self._finish(None))
         elif chunk.get("done"):
-            prompt = chunk.get("prompt_eval_count")
-            generated = chunk.get("eval_count")
-            self.input_tokens = prompt_tokens(
-                prompt if isinstance(prompt, int) else None, self.input_estimate
+            self.input_tokens = prompt_tokens(chunk.get("prompt_eval_count"), self.input_estimate)
+            self.output_tokens = output_tokens(
+                chunk.get("eval_count"), self._chunks, self.max_tokens
             )
-            self.output_tokens = generated if isinstance(generated, int) else self._chunks
             self._flush_pending(events)
             reason = chunk.get("done_reason")
             if reason == "length":  # cut off, even in the middle of a tool call

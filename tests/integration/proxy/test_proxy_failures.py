@@ -164,7 +164,11 @@ def test_cache_disabled_answers_bypass(ollama_emulator, start_proxy):
 
 
 def test_backend_killed_mid_stream(ollama_emulator, redis_server, start_proxy):
-    backend = ollama_emulator(preload=[MODEL], faults={"crash_after_chunks": 3})
+    # chunk_delay: the chunks arrive before the crash in reads of their own (what reaches the
+    # proxy in the same read as the connection's end is not relayed, an aiohttp trait)
+    backend = ollama_emulator(
+        preload=[MODEL], faults={"crash_after_chunks": 3, "chunk_delay": 0.05}
+    )
     proxy = start_proxy(backend.url, redis_server.url)
     request = body("cut me off", stream=True)
     with httpx.Client(base_url=proxy.url, timeout=30) as http:

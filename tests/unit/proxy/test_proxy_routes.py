@@ -334,6 +334,24 @@ async def test_cache_miss_then_hit_in_both_forms(backend):
     assert len(backend.chats) == 2
 
 
+async def test_answers_over_the_entry_size_are_not_cached(backend):
+    """VASTLLM_CACHE_MAX_ENTRY_BYTES reaches the cache: a larger answer is served, not stored."""
+    redis = FakeRedis()
+    app = create_app(
+        settings(redis_url="redis://127.0.0.1:1/0", cache_max_entry_bytes=64),
+        backend=backend,
+        redis_client=redis,
+    )
+    async with serve(app) as http:
+        first = await http.post("/v1/messages", json=BASIC, headers=HEADERS)
+        assert first.status_code == 200
+        assert first.json()["content"][0]["text"] == "Hello"
+        again = await http.post("/v1/messages", json=BASIC, headers=HEADERS)
+        assert again.headers["x-cache"] == "miss"
+    assert redis.data == {}
+    assert len(backend.chats) == 2
+
+
 # ------------------------------------------------------------------------------------ auth
 
 
@@ -567,3 +585,207 @@ async def test_requests_are_counted_by_route_and_status(client):
     metrics = (await client.get("/metrics", headers=HEADERS)).text
     assert 'vastllm_requests_total{route="messages",status="200"} 1' in metrics
     assert 'vastllm_requests_total{route="messages",status="401"} 1' in metrics
+
+
+# ------------------------------------------------------------- issue 8: the request path
+
+
+class SlowBackend(FakeBackend):
+    """Waits ``delay`` s before answering (forever when None); ``endless``: text chunks without
+    end; ``final``: the last chunk's fields."""
+
+    def __init__(self, delay: float | None = 0.0, *, endless: bool = False, **final: Any):
+        super().__init__()
+        self.delay = delay
+        self.endless = endless
+        self.final = final
+
+    async def chat(self, body: dict[str, Any]) -> FakeReply:
+        self.chats.append(body)
+        if self.delay is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.delay)
+        if self.endless:
+            reply: FakeReply = EndlessReply([])
+        else:
+            reply = FakeReply(
+                [
+                    {"message": {"role": "assistant", "content": "Hel"}, "done": False},
+                    {"message": {"role": "assistant", "content": "lo"}, "done": False},
+                    {**final_chunk(), **self.final},
+                ]
+            )
+        self.replies.append(reply)
+        return reply
+
+
+class EndlessReply(FakeReply):
+    async def batches(self) -> AsyncIterator[Iterator[dict[str, Any]]]:
+        while not self.closed:
+            yield iter([{"message": {"role": "assistant", "content": "la"}, "done": False}])
+            await asyncio.sleep(0)
+
+
+async def test_identical_requests_in_flight_make_one_generation():
+    backend = SlowBackend(0.2)
+    app = create_app(settings(redis_url="redis://cache"), backend=backend, redis_client=FakeRedis())
+    async with serve(app) as http:
+        streamed = {**BASIC, "stream": True}
+        answers = await asyncio.gather(
+            *(
+                http.post("/v1/messages", json=streamed if n % 2 else BASIC, headers=HEADERS)
+                for n in range(50)
+            )
+        )
+        assert len(backend.chats) == 1
+        texts, ids = set(), set()
+        for n, answer in enumerate(answers):
+            assert answer.status_code == 200
+            if n % 2:
+                events = parse_sse(answer.text)
+                assert events[0][0] == "message_start"
+                assert events[-1][0] == "message_stop"
+                texts.add("".join(e["delta"].get("text", "") for _, e in events if "delta" in e))
+                ids.add(events[0][1]["message"]["id"])
+            else:
+                texts.add(answer.json()["content"][0]["text"])
+                ids.add(answer.json()["id"])
+        assert texts == {"Hello"}
+        assert len(ids) == 50  # one message id per answer
+        assert sorted(a.headers["x-cache"] for a in answers).count("miss") == 1
+        # afterwards: a hit, still one generation
+        again = await http.post("/v1/messages", json=BASIC, headers=HEADERS)
+        assert again.headers["x-cache"] == "hit"
+        assert len(backend.chats) == 1
+
+
+async def test_followers_share_the_leaders_error():
+    backend = SlowBackend(0.1)
+    backend.chat_error = None
+    app = create_app(
+        settings(redis_url="redis://cache", first_token_timeout=0.3),
+        backend=SlowBackend(None),
+        redis_client=FakeRedis(),
+    )
+    async with serve(app) as http:
+        request = {**BASIC, "stop_sequences": ["zz"]}  # streamed from the backend
+        answers = await asyncio.gather(
+            *(http.post("/v1/messages", json=request, headers=HEADERS) for _ in range(5))
+        )
+    for answer in answers:
+        assert "VASTLLM_FIRST_TOKEN_TIMEOUT" in error_of(answer, 529, "overloaded_error")
+
+
+async def test_streaming_clients_get_pings_until_the_first_token():
+    backend = SlowBackend(0.45)
+    app = create_app(settings(ping_interval=0.1), backend=backend)
+    async with serve(app) as http:
+        response = await http.post("/v1/messages", json={**BASIC, "stream": True}, headers=HEADERS)
+    events = parse_sse(response.text)
+    names = [name for name, _ in events]
+    assert names[0] == "message_start"
+    pings = names[: names.index("content_block_start")].count("ping")
+    assert 3 <= pings <= 6, names
+    assert names[-1] == "message_stop"
+    assert "".join(e["delta"].get("text", "") for _, e in events if "delta" in e) == "Hello"
+
+
+async def test_a_hung_generation_ends_at_the_first_token_timeout():
+    backend = SlowBackend(None)
+    app = create_app(settings(ping_interval=0.1, first_token_timeout=0.35), backend=backend)
+    async with serve(app) as http:
+        streamed = await http.post("/v1/messages", json={**BASIC, "stream": True}, headers=HEADERS)
+        events = parse_sse(streamed.text)
+        assert streamed.status_code == 200
+        assert [name for name, _ in events][:2] == ["message_start", "ping"]
+        assert events[-1] == (
+            "error",
+            {
+                "type": "error",
+                "error": {
+                    "type": "overloaded_error",
+                    "message": "backend produced no token in 0.35 s (VASTLLM_FIRST_TOKEN_TIMEOUT)",
+                },
+            },
+        )
+    # before the first ping, the timeout is an HTTP error
+    app = create_app(settings(ping_interval=5, first_token_timeout=0.2), backend=backend)
+    async with serve(app) as http:
+        for request in ({**BASIC, "stream": True}, {**BASIC, "stop_sequences": ["x"]}):
+            answer = await http.post("/v1/messages", json=request, headers=HEADERS)
+            error_of(answer, 529, "overloaded_error")
+        metrics = (await http.get("/metrics", headers=HEADERS)).text
+    assert 'vastllm_upstream_errors_total{kind="first_token_timeout"} 2' in metrics
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_an_endless_backend_stream_stops_at_max_tokens(stream):
+    backend = SlowBackend(endless=True)
+    request = {**BASIC, "max_tokens": 7, "stream": stream, "stop_sequences": ["STOP"]}
+    async with serve(create_app(settings(), backend=backend)) as http:
+        async with asyncio.timeout(5):
+            answer = await http.post("/v1/messages", json=request, headers=HEADERS)
+    assert answer.status_code == 200
+    if stream:
+        events = parse_sse(answer.text)
+        delta = next(e for name, e in events if name == "message_delta")
+        assert delta["delta"]["stop_reason"] == "max_tokens"
+        assert delta["usage"]["output_tokens"] == 7
+        text = "".join(e["delta"].get("text", "") for _, e in events if "delta" in e)
+    else:
+        assert answer.json()["stop_reason"] == "max_tokens"
+        assert answer.json()["usage"]["output_tokens"] == 7
+        text = answer.json()["content"][0]["text"]
+    assert text == "la" * 7
+    assert backend.replies[0].closed
+    assert not backend.replies[0].finished
+
+
+async def test_backend_usage_numbers_are_sanitized():
+    backend = SlowBackend(eval_count=-7, prompt_eval_count=-3)
+    async with serve(create_app(settings(), backend=backend)) as http:
+        answer = await http.post("/v1/messages", json={**BASIC, "stream": True}, headers=HEADERS)
+    usage = next(e for name, e in parse_sse(answer.text) if name == "message_delta")["usage"]
+    assert usage == {"input_tokens": 0, "output_tokens": 2}  # the estimate; the chunks counted
+
+
+@pytest.mark.parametrize("depth", [65, 250, 600, 1015, 1100])
+@pytest.mark.parametrize("where", ["input_schema", "tool_use"])
+async def test_deep_json_is_a_400_naming_the_limit(client, backend, depth, where):
+    nested = "NESTED"  # written as text below: json.dumps itself stops near 1,000 levels
+    request: dict[str, Any] = {**BASIC}
+    if where == "input_schema":
+        request["tools"] = [{"name": "t", "input_schema": nested}]
+    else:
+        request["messages"] = [
+            {"role": "user", "content": "hi"},
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "toolu_1", "name": "t", "input": nested}],
+            },
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1"}]},
+        ]
+    raw = json.dumps(request).replace('"NESTED"', '{"a":' * (depth - 1) + "{}" + "}" * (depth - 1))
+    answer = await client.post(
+        "/v1/messages", content=raw, headers={**HEADERS, "content-type": "application/json"}
+    )
+    message = error_of(answer, 400, "invalid_request_error")
+    if depth < 1020:
+        assert "JSON nested deeper than 64 levels (the limit is 64)" in message
+    else:  # past the parser's own limit (1,024 levels, the whole body)
+        assert "depth limit exceeded" in message
+    assert backend.chats == []
+
+
+async def test_deep_json_at_the_limit_is_answered(client, backend):
+    nested: Any = {}
+    for _ in range(63):
+        nested = {"a": nested}
+    request = {**BASIC, "tools": [{"name": "t", "input_schema": nested}]}
+    answer = await client.post("/v1/messages", json=request, headers=HEADERS)
+    assert answer.status_code == 200
+
+
+async def test_x_api_key_is_trimmed_like_a_bearer_value(client):
+    answer = await client.post("/v1/messages", json=BASIC, headers={"x-api-key": f" {KEY}\t"})
+    assert answer.status_code == 200

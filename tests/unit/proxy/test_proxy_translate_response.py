@@ -10,8 +10,10 @@ import pytest
 from vastllm.proxy.translate_response import (
     ResponseAssembler,
     estimate_prompt_tokens,
+    output_tokens,
     prompt_tokens,
     replay_events,
+    sane_count,
 )
 
 # ----------------------------------------------------------------------------- responses
@@ -294,3 +296,67 @@ def test_tool_call_cut_by_length_is_max_tokens():
     ]
     asm, _ = assemble(chunks)
     assert asm.message()["stop_reason"] == "max_tokens"
+
+
+# ------------------------------------------------------------ issue 8: backend numbers
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(0, 0), (7, 7), (10_000_000, 10_000_000), (-7, None), (10_000_001, None), (True, None),
+     (3.0, None), ("5", None), (None, None)],
+)  # fmt: skip
+def test_sane_count(value, expected):
+    assert sane_count(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("reported", "counted", "max_tokens", "expected"),
+    [(5, 3, None, 5), (-7, 3, None, 3), (0, 3, None, 3), (2**40, 3, None, 3), (90, 3, 50, 50),
+     (-7, 80, 50, 50)],
+)  # fmt: skip
+def test_output_tokens(reported, counted, max_tokens, expected):
+    assert output_tokens(reported, counted, max_tokens) == expected
+
+
+@pytest.mark.parametrize(("reported", "expected"), [(-5, 40), (True, 40), (2**40, 40), (50, 50)])
+def test_prompt_tokens_ignores_absurd_counts(reported, expected):
+    assert prompt_tokens(reported, 40) == expected
+
+
+def test_negative_eval_count_is_never_reported():
+    assembler = ResponseAssembler(message_id="msg_1", model="m", emit=False)
+    assembler.feed({"message": {"content": "a"}})
+    assembler.feed({"message": {"content": ""}, "done": True, "eval_count": -7,
+                    "prompt_eval_count": -1})  # fmt: skip
+    assert assembler.usage() == {"input_tokens": 0, "output_tokens": 1}
+
+
+def test_the_answer_stops_after_max_tokens_chunks():
+    assembler = ResponseAssembler(message_id="msg_1", model="m", max_tokens=3)
+    events = []
+    for _ in range(10):
+        events += assembler.feed({"message": {"content": "x"}, "done": False})
+        if assembler.finished:
+            break
+    assert assembler.finished
+    assert assembler.cut_short
+    assert assembler.stop_reason == "max_tokens"
+    assert assembler.message()["content"] == [{"type": "text", "text": "xxx"}]
+    assert assembler.usage()["output_tokens"] == 3
+    assert [name for name, _ in events][-2:] == ["message_delta", "message_stop"]
+
+
+def test_a_done_chunk_right_after_max_tokens_ends_normally():
+    assembler = ResponseAssembler(message_id="msg_1", model="m", max_tokens=2)
+    for text in ("a", "b"):
+        assembler.feed({"message": {"content": text}, "done": False})
+    assert not assembler.finished
+    assembler.feed({"message": {"content": ""}, "done": True, "done_reason": "length",
+                    "eval_count": 2, "prompt_eval_count": 9})  # fmt: skip
+    assert assembler.finished
+    assert not assembler.cut_short
+    assert (assembler.stop_reason, assembler.usage()) == (
+        "max_tokens",
+        {"input_tokens": 9, "output_tokens": 2},
+    )
