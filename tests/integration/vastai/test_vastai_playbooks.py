@@ -207,8 +207,15 @@ def test_module_stop_start_absent_and_facts(market, home):
                 "mode": "0600",
             },
         },
-        {"name": "stop", "vastllm.stack.vastai_instance": {"label": "solo", "state": "stopped"}, "register": "s"},
-        {"name": "stop again", "vastllm.stack.vastai_instance": {"label": "solo", "state": "stopped"}},
+        {
+            "name": "stop",
+            "vastllm.stack.vastai_instance": {"label": "solo", "state": "stopped"},
+            "register": "s",
+        },
+        {
+            "name": "stop again",
+            "vastllm.stack.vastai_instance": {"label": "solo", "state": "stopped"},
+        },
         {
             "name": "start",
             "vastllm.stack.vastai_instance": {
@@ -220,7 +227,10 @@ def test_module_stop_start_absent_and_facts(market, home):
             },
         },
         {"name": "absent", "vastllm.stack.vastai_instance": {"label": "solo", "state": "absent"}},
-        {"name": "absent again", "vastllm.stack.vastai_instance": {"label": "solo", "state": "absent"}},
+        {
+            "name": "absent again",
+            "vastllm.stack.vastai_instance": {"label": "solo", "state": "absent"},
+        },
     ]
     proc = playbook(market, home, write_play(home, tasks), "-v", "--diff")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -237,17 +247,24 @@ def test_module_stop_start_absent_and_facts(market, home):
 
 def test_module_fails_clearly(market, home, lab_factory):
     tasks = [
-        {"name": "stop missing", "vastllm.stack.vastai_instance": {"label": "ghost", "state": "stopped"}},
+        {
+            "name": "stop missing",
+            "vastllm.stack.vastai_instance": {"label": "ghost", "state": "stopped"},
+        },
     ]
     proc = playbook(market, home, write_play(home, tasks))
     assert proc.returncode != 0
     assert "no instance labelled 'ghost' to stop" in flat(proc.stdout)
 
-    proc = playbook(market, home, write_play(home, [{"vastllm.stack.vastai_instance": {"label": "x"}}]))
+    proc = playbook(
+        market, home, write_play(home, [{"vastllm.stack.vastai_instance": {"label": "x"}}])
+    )
     assert proc.returncode != 0
     assert "max_dph" in proc.stdout
 
-    tasks = [{"vastllm.stack.vastai_instance": {"label": "x", "state": "absent", "api_key": "bad-key"}}]
+    tasks = [
+        {"vastllm.stack.vastai_instance": {"label": "x", "state": "absent", "api_key": "bad-key"}}
+    ]
     proc = playbook(market, home, write_play(home, tasks))
     assert proc.returncode != 0
     assert "rejected the API key (401 Unauthorized)" in flat(proc.stdout)
@@ -259,7 +276,16 @@ def test_duplicate_labels_are_refused(market, home):
 
     market.state.add_instance(make_instance(1, label="twin"))
     market.state.add_instance(make_instance(2, label="twin"))
-    tasks = [{"vastllm.stack.vastai_instance": {"label": "twin", "max_dph": 1.0, "image": "i", "wait": False}}]
+    tasks = [
+        {
+            "vastllm.stack.vastai_instance": {
+                "label": "twin",
+                "max_dph": 1.0,
+                "image": "i",
+                "wait": False,
+            }
+        }
+    ]
     proc = playbook(market, home, write_play(home, tasks))
     assert proc.returncode != 0
     assert "matches 2 instances (1, 2)" in flat(proc.stdout)
