@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 
 import httpx
 from proxy_helpers import BASIC, assert_anthropic_error
@@ -27,10 +28,21 @@ def test_open_metrics_and_json_logs(ollama_emulator, start_proxy, tmp_path):
         proxy.url + "/v1/messages", json=BASIC, headers={"x-api-key": "file-key-0123456789"}
     )
     assert ok.status_code == 200
-    lines = [json.loads(line) for line in proxy.log().splitlines() if line.startswith("{")]
-    assert lines, proxy.log()
-    access = [line for line in lines if line.get("logger") == "vastllm.proxy.access"]
-    assert any(line["status"] == 200 and line["cache"] == "bypass" for line in access)
+
+    def access_lines() -> list[dict]:
+        lines = [json.loads(line) for line in proxy.log().splitlines() if line.startswith("{")]
+        return [line for line in lines if line.get("logger") == "vastllm.proxy.access"]
+
+    # The access line is written after the answer went out: wait for it (bounded) before reading.
+    deadline = time.monotonic() + 5
+
+    def answered(lines: list[dict]) -> bool:
+        return any(line["status"] == 200 and line.get("cache") == "bypass" for line in lines)
+
+    while not answered(access_lines()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    access = access_lines()
+    assert answered(access), proxy.log()
     assert all("request_id" in line and "duration_ms" in line for line in access)
     assert "file-key-0123456789" not in proxy.log()
 
