@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -17,23 +16,19 @@ from pathlib import Path
 
 import pytest
 
+from vastllm_lab.testing import docker_available
+
 REPO = Path(__file__).resolve().parents[2]
 PHASES = ("destroy", "create", "converge", "idempotence", "check", "verify")
 # Molecule announces each action, e.g. "INFO     [default > converge] Executing".
 ANNOUNCE = re.compile(r"\[default > (" + "|".join(PHASES) + r")\] Executing$")
 
 
-def _docker_available() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
-
-
 pytestmark = [
     pytest.mark.docker,
     pytest.mark.slow,
     pytest.mark.skipif(
-        not _docker_available() and os.environ.get("CI") != "true",
+        not docker_available() and os.environ.get("CI") != "true",
         reason="no Docker engine (scripts/setup.sh starts one)",
     ),
 ]

@@ -1,15 +1,41 @@
-"""What a user of a converged vastllm host depends on, checked from inside the host."""
+"""What a user of a converged vastllm host depends on, checked from inside the host.
+
+Expected values come from the roles' defaults, overridden by the scenario's inventory
+(molecule.yml): the same settings the roles ran with, not literals of their own."""
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
-OLLAMA = "http://127.0.0.1:11434"
-PROXY = "http://127.0.0.1:8000"
+ROLES = Path(__file__).resolve().parents[3] / "roles"
 KEY_FILE = "/etc/vastllm/proxy-api-key"
+PROGRAMS = ["ollama", "vastllm-redis", "vastllm-proxy"]
+
+
+@pytest.fixture(scope="module")
+def settings(host) -> dict[str, Any]:
+    """ollama_* and proxy_* settings of the converged host: role defaults, then inventory vars."""
+    defaults: dict[str, Any] = {}
+    for role in ("ollama", "proxy"):
+        defaults.update(yaml.safe_load((ROLES / role / "defaults" / "main.yml").read_text()))
+    inventory = host.ansible.get_variables()
+    return {name: inventory.get(name, value) for name, value in defaults.items()}
+
+
+@pytest.fixture(scope="module")
+def ollama_url(settings) -> str:
+    return f"http://{settings['ollama_host']}"
+
+
+@pytest.fixture(scope="module")
+def proxy_url(settings) -> str:
+    return f"http://127.0.0.1:{settings['proxy_port']}"
 
 
 def _json(host, cmd: str) -> dict:
@@ -17,48 +43,57 @@ def _json(host, cmd: str) -> dict:
     return json.loads(out)
 
 
-def _dump_log_on_failure(host, name: str):
+def _log(host, name: str) -> str:
     return host.run(f"tail -n 40 /var/log/vastllm/{name}.log").stdout
 
 
-def test_ollama_binary_is_the_pinned_release(host):
+def test_ollama_binary_is_the_pinned_release(host, settings, ollama_url):
     binary = host.file("/usr/local/bin/ollama")
     assert binary.is_file
     assert binary.mode == 0o755
     assert host.file("/usr/local/lib/ollama").is_directory
-    version = _json(host, f"curl -sf {OLLAMA}/api/version")["version"]
-    assert f"version is {version}" in host.check_output("/usr/local/bin/ollama --version")
+    pinned = settings["ollama_version"]
+    assert f"version is {pinned}" in host.check_output("/usr/local/bin/ollama --version")
+    assert _json(host, f"curl -sf {ollama_url}/api/version")["version"] == pinned
 
 
-def test_no_systemd_so_supervisord_runs_the_programs(host):
+def test_no_systemd_on_the_host(host):
     assert host.file("/proc/1/comm").content_string.strip() != "systemd"
-    for program in ("ollama", "vastllm-redis", "vastllm-proxy"):
-        status = host.run(f"supervisorctl status {program}")
-        assert "RUNNING" in status.stdout, _dump_log_on_failure(host, program)
-        assert host.file(f"/etc/supervisor/conf.d/{program}.conf").mode == 0o600
 
 
-@pytest.mark.parametrize(("port", "name"), [(11434, "ollama"), (6379, "redis")])
-def test_backends_listen_on_loopback_only(host, port, name):
-    assert host.socket(f"tcp://127.0.0.1:{port}").is_listening, name
-    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening, name
-    assert not host.socket(f"tcp://:::{port}").is_listening, name
+@pytest.mark.parametrize("program", PROGRAMS, ids=PROGRAMS)
+def test_supervisord_runs_the_program(host, program):
+    status = host.run(f"supervisorctl status {program}")
+    assert "RUNNING" in status.stdout, _log(host, program)
+    assert host.file(f"/etc/supervisor/conf.d/{program}.conf").mode == 0o600
 
 
-def test_models_live_on_the_workspace_disk(host):
+@pytest.mark.parametrize("backend", ["ollama", "redis"], ids=["ollama", "redis"])
+def test_backend_listens_on_loopback_only(host, settings, backend):
+    port = (
+        int(settings["ollama_host"].rsplit(":", 1)[1])
+        if backend == "ollama"
+        else settings["proxy_redis_port"]
+    )
+    assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{port}").is_listening
+    assert not host.socket(f"tcp://:::{port}").is_listening
+
+
+def test_models_live_on_the_workspace_disk(host, settings):
     env = host.file("/etc/supervisor/conf.d/ollama.conf").content_string
     assert 'OLLAMA_MODELS="/workspace/ollama/models"' in env
-    assert 'OLLAMA_HOST="127.0.0.1:11434"' in env
+    assert f'OLLAMA_HOST="{settings["ollama_host"]}"' in env
     assert host.file("/workspace/ollama/models/manifests").is_directory
 
 
-def test_the_served_model_is_listed_and_answers(host):
-    health = _json(host, f"curl -s {PROXY}/health")
+def test_the_served_model_is_listed_and_answers(host, ollama_url, proxy_url):
+    health = _json(host, f"curl -s {proxy_url}/health")
     model = health["model"]["name"] if isinstance(health.get("model"), dict) else health["model"]
-    tags = _json(host, f"curl -sf {OLLAMA}/api/tags")
+    tags = _json(host, f"curl -sf {ollama_url}/api/tags")
     assert model in [m["name"] for m in tags["models"]]
     body = json.dumps({"model": model, "prompt": "Say hello", "stream": False})
-    answer = _json(host, f"curl -sf {OLLAMA}/api/generate -d '{body}'")
+    answer = _json(host, f"curl -sf {ollama_url}/api/generate -d '{body}'")
     assert answer["done"] is True
     assert answer["response"].strip()
 
@@ -71,7 +106,7 @@ def test_proxy_key_file_is_private(host):
     assert len(key.content_string.strip()) >= 32
 
 
-def test_proxy_requires_the_key_and_answers_with_it(host):
+def test_proxy_requires_the_key_and_answers_with_it(host, proxy_url):
     body = json.dumps(
         {
             "model": "claude-sonnet-4-5",
@@ -80,25 +115,25 @@ def test_proxy_requires_the_key_and_answers_with_it(host):
         }
     )
     denied = host.run(
-        f"curl -s -o /dev/null -w '%{{http_code}}' {PROXY}/v1/messages "
+        f"curl -s -o /dev/null -w '%{{http_code}}' {proxy_url}/v1/messages "
         f"-H 'content-type: application/json' -d '{body}'"
     )
     assert denied.stdout == "401"
     answer = _json(
         host,
-        f'curl -sf {PROXY}/v1/messages -H "x-api-key: $(cat {KEY_FILE})" '
+        f'curl -sf {proxy_url}/v1/messages -H "x-api-key: $(cat {KEY_FILE})" '
         f"-H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' -d '{body}'",
     )
     assert answer["type"] == "message"
     assert answer["content"][0]["text"].strip()
 
 
-def test_proxy_health_is_ok(host):
-    health = _json(host, f"curl -s {PROXY}/health")
+def test_proxy_health_is_ok(host, proxy_url):
+    health = _json(host, f"curl -s {proxy_url}/health")
     assert health["status"] == "ok", health
 
 
-def test_a_crashed_ollama_is_restarted(host):
+def test_a_crashed_ollama_is_restarted(host, ollama_url):
     before = host.check_output("supervisorctl pid ollama").strip()
     host.run(f"kill -9 {before}")
     deadline = time.monotonic() + 30
@@ -108,9 +143,9 @@ def test_a_crashed_ollama_is_restarted(host):
         if (
             after.isdigit()
             and after not in ("0", before)
-            and host.run(f"curl -sf {OLLAMA}/api/version").rc == 0
+            and host.run(f"curl -sf {ollama_url}/api/version").rc == 0
         ):
             break
         time.sleep(1)
-    assert after != before, _dump_log_on_failure(host, "ollama")
-    assert host.run(f"curl -sf {OLLAMA}/api/version").rc == 0
+    assert after != before, _log(host, "ollama")
+    assert host.run(f"curl -sf {ollama_url}/api/version").rc == 0

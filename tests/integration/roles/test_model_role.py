@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from vastllm_lab.testing import ansible_env
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.slow]
 
@@ -50,7 +51,7 @@ def run_role(tmp_path: Path, play_vars: dict[str, Any], check: bool = False) -> 
             "hosts": "localhost",
             "gather_facts": False,
             "vars": {"model_progress_file": str(tmp_path / "progress.json"), **play_vars},
-            "roles": [{"role": "model"}],
+            "roles": [{"role": "vastllm.stack.model"}],
             "post_tasks": [
                 {
                     "name": "Save the published fact for the test",
@@ -67,14 +68,8 @@ def run_role(tmp_path: Path, play_vars: dict[str, Any], check: bool = False) -> 
     ]
     playbook = tmp_path / "play.yml"
     playbook.write_text(json.dumps(play))  # JSON is YAML
-    env = dict(os.environ)
-    env.update(
-        {
-            "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
-            "ANSIBLE_NOCOLOR": "1",
-            "ANSIBLE_LOCALHOST_WARNING": "False",
-            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
-        }
+    env = ansible_env(
+        REPO, ANSIBLE_LOCALHOST_WARNING="False", ANSIBLE_INVENTORY_UNPARSED_WARNING="False"
     )
     command = [
         PLAYBOOK_BIN,
@@ -281,3 +276,12 @@ def test_preflight_rejects_bad_candidate_lists(tmp_path: Path, candidates, messa
     run = run_role(tmp_path, play_vars)
     assert run.rc != 0
     assert message in run.flat
+
+
+def test_without_the_ollama_role_the_url_must_be_given(tmp_path: Path) -> None:
+    run = run_role(tmp_path, {})
+    assert run.rc != 0
+    assert (
+        "model_ollama_url must be the http(s) URL of Ollama (got ''): run the ollama role first"
+        in run.flat
+    ), run.output
