@@ -23,6 +23,12 @@ proxy CPU per miss at C=32 <= 0.5 ms, added p50 at C=1 <= 1 ms, streaming first-
         [--json PATH (default: proxy_bench_results.json in the temp dir)]
 
 Exit code 0 when every target is met, 1 otherwise.
+
+    .venv/bin/python benchmarks/proxy_bench.py --instructions 150
+
+instead counts the instructions the proxy executes per miss (valgrind's callgrind, C=1, after 40
+warm-up requests), non-streamed and streamed: a figure that load on the machine does not move
+(two runs agree within ~1 %), for comparing two versions of the code on a shared machine.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -215,7 +222,10 @@ def redis_server(workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def proxy_process(ollama_url: str, redis_url: str, workdir: Path) -> Iterator[tuple[int, int]]:
+def proxy_process(
+    ollama_url: str, redis_url: str, workdir: Path, wrapper: tuple[str, ...] = ()
+) -> Iterator[tuple[int, int]]:
+    """The proxy on a free port: (port, pid); ``wrapper`` runs it under a tool (valgrind)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VASTLLM_")}
     env.update(
@@ -227,10 +237,13 @@ def proxy_process(ollama_url: str, redis_url: str, workdir: Path) -> Iterator[tu
     )
     log = (workdir / "proxy.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "vastllm.proxy"], env=env, stdout=log, stderr=subprocess.STDOUT
+        [*wrapper, sys.executable, "-m", "vastllm.proxy"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + (300 if wrapper else 20)
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise RuntimeError((workdir / "proxy.log").read_text())
@@ -501,6 +514,50 @@ def targets(results: list[Result], rss_peak: float) -> list[dict[str, object]]:
     return checks
 
 
+async def count_instructions(port: int, pid: int, out: Path, requests: int) -> dict[str, float]:
+    """Instructions per miss of the proxy running under callgrind (non-streamed, streamed)."""
+    figures: dict[str, float] = {}
+    for stream in (False, True):
+        tag = f"ir-{'s' if stream else 'n'}-{os.urandom(4).hex()}"
+        warm = [anthropic_body(f"warm {tag} {i}", stream) for i in range(40)]
+        marker = b"content_block_delta"
+        await run_load("warm", "127.0.0.1", port, "/v1/messages", warm, {}, stream, 1, marker)
+        subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
+        bodies = [anthropic_body(f"{tag} {i}", stream) for i in range(requests)]
+        result = await run_load(
+            "miss", "127.0.0.1", port, "/v1/messages", bodies, {}, stream, 1, marker
+        )
+        subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+        if result.errors:
+            raise RuntimeError(f"{result.errors} requests failed")
+        dump = max(out.parent.glob(out.name + ".*"), key=lambda p: p.stat().st_mtime)
+        for line in dump.read_text().splitlines():
+            if line.startswith(("summary:", "totals:")):
+                figures["stream" if stream else "non-stream"] = int(line.split()[1]) / requests
+                break
+    return figures
+
+
+def instructions_main(requests: int) -> int:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("--instructions needs valgrind (apt-get install valgrind)")
+        return 2
+    with tempfile.TemporaryDirectory(prefix="proxy-bench-") as tmp:
+        workdir = Path(tmp)
+        out = workdir / "callgrind.out"
+        tool = ("valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-line=no")
+        emulator = LabOllamaProcess(models_dir=str(workdir / "models"), preload=[MODEL])
+        with (
+            emulator,
+            redis_server(workdir) as redis_url,
+            proxy_process(emulator.url, redis_url, workdir, tool) as (proxy_port, proxy_pid),
+        ):
+            figures = asyncio.run(count_instructions(proxy_port, proxy_pid, out, requests))
+    for mode, value in figures.items():
+        print(f"proxy instructions per miss, C=1, {mode}: {value / 1000:.1f} k")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests-c1", type=int, default=300)
@@ -515,7 +572,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--json", default=str(Path(tempfile.gettempdir()) / "proxy_bench_results.json")
     )
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: instructions per miss over N misses at C=1 (valgrind callgrind)",
+    )
     args = parser.parse_args(argv)
+    if args.instructions:
+        if not 10 <= args.instructions <= 10_000:
+            parser.error("--instructions must be 10..10000")
+        return instructions_main(args.instructions)
     if not 1 <= args.requests_c1 <= 100_000 or not 32 <= args.requests_c32 <= 100_000:
         parser.error("request counts must be 1..100000 (C=1) and 32..100000 (C=32)")
     if not 0 <= args.requests_slow <= 10_000:

@@ -10,6 +10,7 @@ Nothing is created at import time, and no connection before the ASGI lifespan (o
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from vastllm.proxy.asgi import Router
@@ -35,6 +36,7 @@ class ProxyApp(Router):
         )
         self.models = ModelCatalog(settings, self.context.backend)
         self._redis_client = redis_client
+        self._window_check: asyncio.Task[int | None] | None = None
         super().__init__(
             [
                 *MessageRoutes(self.context, self.models).routes(),
@@ -55,6 +57,11 @@ class ProxyApp(Router):
     async def startup(self) -> None:
         settings = self.settings
         await self.context.backend.start()
+        # The model's longest context, checked against VASTLLM_CONTEXT_WINDOW (a warning in the
+        # log when smaller); in the background: Ollama may not be up yet.
+        self._window_check = asyncio.get_running_loop().create_task(
+            self.context.window.learn(self.context.backend, settings.model)
+        )
         if settings.cache_enabled:
             client = self._redis_client
             if client is None:
@@ -64,6 +71,8 @@ class ProxyApp(Router):
             )
 
     async def shutdown(self) -> None:
+        if self._window_check is not None and not self._window_check.done():
+            self._window_check.cancel()
         await self.context.backend.close()
         if self.context.cache is not None:
             await self.context.cache.close()

@@ -245,7 +245,9 @@ class Router:
         finally:
             elapsed = time.perf_counter() - call.started
             self.metrics.record_request(route_name, call.status, elapsed)
-            if route_name not in _QUIET_ROUTES or call.status >= 400:
+            if (route_name not in _QUIET_ROUTES or call.status >= 400) and _access.isEnabledFor(
+                logging.INFO
+            ):
                 _access.info(
                     "%s %s %s",
                     method,

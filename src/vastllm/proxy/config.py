@@ -56,6 +56,9 @@ class Settings:
     max_other_body_bytes: int = 64 * 1024
     max_connections: int = 10000
     cache_max_entry_bytes: int = 1024 * 1024
+    # Tokens the model's context holds: sent as num_ctx with every chat (docs/proxy.md
+    # "The context window"); the ollama role's default ollama_context_length.
+    context_window: int = 65536
     # Notes for the start-up log (e.g. a key file others can read); never secrets.
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -208,6 +211,7 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("max_other_body_bytes", _parse_positive_int, "largest body, other routes (65536)"),
     _Option("max_connections", _parse_positive_int, "open connections at most (default 10000)"),
     _Option("cache_max_entry_bytes", _parse_positive_int, "largest cached answer (1048576)"),
+    _Option("context_window", _parse_positive_int, "tokens of the model's context (65536)"),
 )
 
 # Settings whose value is, or may contain, a secret: never accepted as a command-line flag,

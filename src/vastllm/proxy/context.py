@@ -10,6 +10,7 @@ from vastllm.proxy.backend import Backend
 from vastllm.proxy.cache import AnswerCache
 from vastllm.proxy.config import Settings
 from vastllm.proxy.metrics import Metrics
+from vastllm.proxy.window import ContextWindow
 
 
 @dataclass(slots=True)
@@ -20,6 +21,8 @@ class Context:
     started_at: float = field(default_factory=time.time)
     auth: KeyCheck = field(init=False)
     cache: AnswerCache | None = None  # opened by the ASGI lifespan when the cache is on
+    window: ContextWindow = field(init=False)  # the context window served (window.py)
 
     def __post_init__(self) -> None:
         self.auth = KeyCheck(self.settings.api_key)
+        self.window = ContextWindow(self.settings.context_window)

@@ -33,9 +33,10 @@ async def health_report(context: Context) -> dict[str, Any]:
         backend.version(),
         backend.model_names(),
         backend.loaded_model_names(),
+        backend.loaded_context_lengths(),
         return_exceptions=True,
     )
-    version, present, loaded = results
+    version, present, loaded, loaded_contexts = results
     reachable = not isinstance(version, BaseException)
     ollama: dict[str, Any] = {
         "reachable": reachable,
@@ -50,6 +51,7 @@ async def health_report(context: Context) -> dict[str, Any]:
         "present": wanted in _keys(present),
         "loaded": wanted in _keys(loaded),
     }
+    window = await context.window.report(backend, settings.model, loaded_contexts)
     cache = context.cache
     redis: dict[str, Any] = {"enabled": cache is not None, "reachable": None}
     if cache is not None:
@@ -70,6 +72,7 @@ async def health_report(context: Context) -> dict[str, Any]:
         "ollama": ollama,
         "model": model,
         "redis": redis,
+        "context_window": window,
         "cache": {
             "hits": metrics.cache["hit"],
             "misses": metrics.cache["miss"],

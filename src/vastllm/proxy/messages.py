@@ -26,7 +26,7 @@ from vastllm.proxy.asgi import (
 from vastllm.proxy.backend import ChatReply
 from vastllm.proxy.cache import CacheBypass, cache_key
 from vastllm.proxy.context import Context
-from vastllm.proxy.errors import BackendBadReply, BackendError, ProxyError
+from vastllm.proxy.errors import BackendBadReply, BackendError, BackendStatus, ProxyError
 from vastllm.proxy.models import ModelCatalog
 from vastllm.proxy.sse import encode_event, encode_events
 from vastllm.proxy.translate_request import ChatRequest, build_chat, parse_request
@@ -42,6 +42,7 @@ from vastllm.proxy.translate_response import (
     replay_events,
     sane_count,
 )
+from vastllm.proxy.window import overflow_numbers, overflow_of, too_long
 
 _SSE = b"text/event-stream"
 _PING = encode_event("ping", {"type": "ping"})
@@ -160,9 +161,26 @@ class MessageRoutes:
         if key is not None and cache is not None:
             await cache.put(key, body)
 
-    def _backend_failed(self, exc: BackendError, model: str) -> ProxyError:
+    def _backend_failed(
+        self, exc: BackendError, model: str, chat: dict[str, Any] | None = None
+    ) -> ProxyError:
+        too_big = self._too_long(exc, chat)
+        if too_big is not None:
+            return too_big
         self._metrics.record_upstream_error(exc.kind)
         return anthropic_error(exc, model)
+
+    def _too_long(self, exc: BackendError, chat: dict[str, Any] | None) -> ProxyError | None:
+        """Ollama refused a prompt over the window (num_ctx, truncate off): Anthropic's 400
+        ``prompt is too long: N tokens > M maximum``."""
+        found = overflow_of(exc) if chat is not None else None
+        if found is None or chat is None:
+            return None
+        self._metrics.record_upstream_error("prompt_too_long")
+        window = int(
+            chat.get("options", {}).get("num_ctx") or self._context.settings.context_window
+        )
+        return too_long(*overflow_numbers(found, window, estimate_prompt_tokens(chat)))
 
     # ------------------------------------------------------------------ /v1/messages
     async def messages(self, call: Call) -> None:
@@ -278,7 +296,14 @@ class MessageRoutes:
         # Stream from Ollama when the client streams, and when stop sequences must be matched
         # as text arrives (so generation stops at the match instead of running on).
         backend_stream = request.stream or bool(request.stop_sequences)
-        chat = build_chat(request, backend_model, stream=backend_stream, supports_thinking=thinking)
+        window = await self._context.window.for_model(self._context.backend, backend_model)
+        chat = build_chat(
+            request,
+            backend_model,
+            stream=backend_stream,
+            supports_thinking=thinking,
+            num_ctx=window,
+        )
         assembler = ResponseAssembler(
             message_id=new_message_id(),
             model=request.model,
@@ -287,6 +312,7 @@ class MessageRoutes:
             emit=request.stream,
             input_estimate=estimate_prompt_tokens(chat),
             max_tokens=request.max_tokens,
+            tools=request.tools,
         )
 
         final: list[bytes] = []
@@ -299,6 +325,8 @@ class MessageRoutes:
             final.append(encoded)
             call.tokens = (assembler.input_tokens, assembler.output_tokens)
             self._metrics.record_tokens(assembler.input_tokens, assembler.output_tokens)
+            for form in assembler.rescued:
+                self._metrics.record_rescue(form)
             await self._store(key, encoded)
             if publish is not None:
                 publish(("ok", encoded))
@@ -315,9 +343,9 @@ class MessageRoutes:
                     try:
                         reply = await self._context.backend.chat(chat)
                     except BackendError as exc:
-                        raise self._backend_failed(exc, backend_model) from None
+                        raise self._backend_failed(exc, backend_model, chat) from None
                     await self._relay(
-                        call, request, reply, assembler, complete, pinger, first_token
+                        call, request, reply, assembler, complete, pinger, first_token, chat
                     )
                 if request.stream:
                     return
@@ -326,7 +354,7 @@ class MessageRoutes:
                     reply = await self._context.backend.chat(chat)
                     answer = await reply.json()
                 except BackendError as exc:
-                    raise self._backend_failed(exc, backend_model) from None
+                    raise self._backend_failed(exc, backend_model, chat) from None
                 assembler.feed(answer)
                 if not assembler.finished:
                     raise ProxyError("api_error", "backend ended the answer early")
@@ -354,6 +382,7 @@ class MessageRoutes:
         complete: Callable[[], Awaitable[bytes]],
         pinger: Pinger | None,
         first_token: asyncio.Timeout,
+        chat: dict[str, Any],
     ) -> None:
         """Relay the backend's stream as it arrives (as SSE events when the client streams).
 
@@ -412,6 +441,9 @@ class MessageRoutes:
                         await reply.finish()  # keeps the connection for reuse
                     return  # cut short (stop sequence, max_tokens): closing it stops generation
         except BackendError as exc:
+            too_big = self._too_long(exc, chat)  # reported inside the stream: same answer
+            if too_big is not None:
+                raise too_big from None
             # A reply that is not Ollama's counts as such; a cut, as a cut stream.
             kind = exc.kind if isinstance(exc, BackendBadReply) else "stream_cut"
             self._metrics.record_upstream_error(kind)
@@ -436,9 +468,19 @@ class MessageRoutes:
         if stored is not None:
             await send_body(call, 200, orjson.dumps(stored))
             return
+        # Counted the way /v1/messages sends it (same num_ctx, truncate and shift off): a prompt
+        # over the window is counted whole, from Ollama's refusal, and messages refuses it.
+        window = await self._context.window.for_model(self._context.backend, backend_model)
         chat = build_chat(
-            request, backend_model, stream=False, supports_thinking=False, num_predict=1
+            request,
+            backend_model,
+            stream=False,
+            supports_thinking=False,
+            num_predict=1,
+            num_ctx=window,
         )
+        estimate = estimate_prompt_tokens(chat)
+        over: int | None = None
         try:
             reply = await self._context.backend.chat(chat)
             try:
@@ -448,10 +490,18 @@ class MessageRoutes:
             finally:
                 reply.close()
         except BackendError as exc:
-            raise self._backend_failed(exc, backend_model) from None
-        count = sane_count(answer.get("prompt_eval_count"))
-        if count is None:
-            raise ProxyError("api_error", "backend did not report a prompt token count")
-        body = orjson.dumps({"input_tokens": prompt_tokens(count, estimate_prompt_tokens(chat))})
+            found = overflow_of(exc) if isinstance(exc, BackendStatus) else None
+            if found is None:
+                raise self._backend_failed(exc, backend_model) from None
+            over, _limit = overflow_numbers(found, window, estimate)
+            answer = {}
+        if over is not None:
+            input_tokens = over
+        else:
+            count = sane_count(answer.get("prompt_eval_count"))
+            if count is None:
+                raise ProxyError("api_error", "backend did not report a prompt token count")
+            input_tokens = prompt_tokens(count, estimate)
+        body = orjson.dumps({"input_tokens": input_tokens})
         await send_body(call, 200, body)
         await self._store(key, body)

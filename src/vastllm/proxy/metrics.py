@@ -56,6 +56,10 @@ class Metrics:
     input_tokens: int = 0
     output_tokens: int = 0
     upstream_errors: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    # Tool calls the model wrote as text and the proxy turned into tool_use, by form.
+    rescued: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("xml", "xml_wrapped", "json"), 0)
+    )
 
     def record_request(self, route: str, status: int, seconds: float) -> None:
         self.requests[(route, status)] += 1
@@ -70,6 +74,9 @@ class Metrics:
 
     def record_upstream_error(self, kind: str) -> None:
         self.upstream_errors[kind] += 1
+
+    def record_rescue(self, form: str) -> None:
+        self.rescued[form] = self.rescued.get(form, 0) + 1
 
     @property
     def hit_ratio(self) -> float:
@@ -115,4 +122,11 @@ class Metrics:
         ]
         for kind, count in sorted(self.upstream_errors.items()):
             out.append(f'vastllm_upstream_errors_total{{kind="{_escape(kind)}"}} {count}')
+        out += [
+            "# HELP vastllm_tool_calls_rescued_total Tool calls written as text, turned into"
+            " tool_use, by form (xml, xml_wrapped, json).",
+            "# TYPE vastllm_tool_calls_rescued_total counter",
+        ]
+        for form, count in self.rescued.items():
+            out.append(f'vastllm_tool_calls_rescued_total{{form="{_escape(form)}"}} {count}')
         return ("\n".join(out) + "\n").encode()

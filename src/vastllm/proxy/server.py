@@ -37,9 +37,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
+import gc
 import logging
 import math
 import resource
+import socket
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from secrets import token_hex
@@ -148,10 +150,13 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._finished:
             return
         self._unset_keepalive_if_required()
+        # The head timer starts with the first bytes of a head, but is armed only when the head
+        # is still incomplete after this read: a head that comes in one read (nearly all) costs
+        # no timer (one arm and cancel of a loop timer is ~3 µs).
+        arm = False
         if self._reading_head:
             self._raw_head_bytes += len(data)
-            if self._head_timer is None:
-                self._arm_head_timer()
+            arm = self._head_timer is None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -166,6 +171,8 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         if self._finished:
             return
+        if arm and self._reading_head and self._raw_head_bytes and self._head_timer is None:
+            self._arm_head_timer()
         if self._reading_head and self._raw_head_bytes > self.max_header_bytes:
             self._head_too_large()
         elif self._in_body:
@@ -501,7 +508,34 @@ def build_server(settings: Settings, app: ASGIApp) -> uvicorn.Server:
         access_log=False,
         log_config=None,
         server_header=False,
+        # Nothing reads the client address: X-Forwarded-* rewriting would be a layer per
+        # request for nothing.
+        proxy_headers=False,
         timeout_keep_alive=math.ceil(settings.keepalive_timeout),
         backlog=2048,
     )
-    return uvicorn.Server(config)
+    return Server(config)
+
+
+# The collector's first generation is collected every GC_THRESHOLD allocations instead of
+# Python's 700: a miss allocates a few thousand objects, nearly all freed by reference
+# counting, and each collection also pays for what is in flight. Frozen at startup, the
+# modules and the app (some 40,000 objects) are no longer traversed by the full collections.
+# The collector took ~5 % of the proxy's CPU on streamed misses at C=32 before (perf record).
+GC_THRESHOLD = 10_000
+
+
+def tune_gc() -> None:
+    """Freeze what exists now (for good: modules, app, clients) and collect less often."""
+    gc.collect()
+    gc.freeze()
+    _gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, gen1, gen2)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, tuning the garbage collector once the app has started."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        tune_gc()

@@ -415,8 +415,11 @@ def build_chat(
     stream: bool,
     supports_thinking: bool,
     num_predict: int | None = None,
+    num_ctx: int | None = None,
 ) -> dict[str, Any]:
-    """The Ollama ``/api/chat`` body. ``thinking`` is sent only to models that support it."""
+    """The Ollama ``/api/chat`` body. ``thinking`` is sent only to models that support it.
+    ``num_ctx`` (the context window, ``window.py``) goes with ``truncate: false`` and
+    ``shift: false``: a prompt that does not fit is refused, never cut."""
     chat: dict[str, Any] = {
         "model": backend_model,
         "messages": request.messages,
@@ -427,6 +430,10 @@ def build_chat(
     options = request.options()
     if num_predict is not None:
         options["num_predict"] = num_predict
+    if num_ctx is not None:
+        options["num_ctx"] = num_ctx
+        chat["truncate"] = False
+        chat["shift"] = False
     if options:
         chat["options"] = options
     if supports_thinking:

@@ -26,6 +26,7 @@ from vastllm.proxy.errors import (
     ProxyError,
     invalid,
 )
+from vastllm.proxy.toolcalls import Call, ToolCallRescuer
 
 Event = tuple[str, dict[str, Any]]
 
@@ -124,6 +125,9 @@ class ResponseAssembler:
     new_tool_id: Callable[[], str] = new_tool_use_id
     input_estimate: int = 0  # estimate_prompt_tokens() of the request, see prompt_tokens()
     max_tokens: int | None = None  # the answer ends (stop_reason max_tokens) after this many
+    # The tools the request offered (Ollama function tools): a call the model wrote as text
+    # is turned into a tool_use block (``toolcalls``); ``rescued`` lists the form of each.
+    tools: Sequence[dict[str, Any]] = ()
 
     content: list[dict[str, Any]] = field(default_factory=list)
     finished: bool = False
@@ -135,6 +139,12 @@ class ResponseAssembler:
     _open: str | None = None  # kind of the open content block: "text" | "thinking"
     _pending: str = ""  # text held back while it may begin a stop sequence
     _chunks: int = 0
+    rescued: list[str] = field(default_factory=list)
+    _rescuer: ToolCallRescuer | None = None
+
+    def __post_init__(self) -> None:
+        if self.tools:
+            self._rescuer = ToolCallRescuer(self.tools)
 
     def start_events(self) -> list[Event]:
         return [
@@ -265,6 +275,26 @@ class ResponseAssembler:
             )
             events.append(("content_block_stop", {"type": "content_block_stop", "index": index}))
 
+    def _model_text(self, text: str, events: list[Event], *, final: bool = False) -> None:
+        """Answer text from the model: through the tool-call rescue when tools were offered."""
+        rescuer = self._rescuer
+        if rescuer is None:
+            self._feed_text(text, events)
+            return
+        pieces = rescuer.feed(text) if text else []
+        if final:
+            pieces += rescuer.finish()
+        for piece in pieces:
+            if self.finished:
+                return
+            if isinstance(piece, Call):
+                self.rescued.append(piece.form)
+                self._emit_tool_call(
+                    {"function": {"name": piece.name, "arguments": piece.input}}, events
+                )
+            else:
+                self._feed_text(piece.text, events)
+
     def _flush_pending(self, events: list[Event]) -> None:
         pending, self._pending = self._pending, ""
         self._emit_text(pending, events)
@@ -306,6 +336,7 @@ class ResponseAssembler:
         ):
             # max_tokens tokens relayed and the backend goes on (it ignored num_predict): the
             # answer ends here, without this chunk; the caller drops the connection.
+            self._model_text("", events, final=True)
             self._flush_pending(events)
             self.stop_reason = "max_tokens"
             self.finished = True
@@ -318,7 +349,7 @@ class ResponseAssembler:
             text = message.get("content")
             if isinstance(text, str) and text:
                 self._chunks += 1
-                self._feed_text(text, events)
+                self._model_text(text, events)
             if not self.finished:
                 calls = message.get("tool_calls")
                 if isinstance(calls, list):
@@ -334,9 +365,12 @@ class ResponseAssembler:
             self.output_tokens = output_tokens(
                 chunk.get("eval_count"), self._chunks, self.max_tokens
             )
+            self._model_text("", events, final=True)
             self._flush_pending(events)
             reason = chunk.get("done_reason")
-            if reason == "length":  # cut off, even in the middle of a tool call
+            if self.stop_sequence is not None:  # matched in text the rescue held to the end
+                pass
+            elif reason == "length":  # cut off, even in the middle of a tool call
                 self.stop_reason = "max_tokens"
             elif any(block["type"] == "tool_use" for block in self.content):
                 self.stop_reason = "tool_use"

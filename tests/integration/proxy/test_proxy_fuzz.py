@@ -155,6 +155,12 @@ class _Backend:
     async def capabilities(self, model):
         return ["completion", "tools", "thinking"]
 
+    async def context_length(self, model):
+        return 262144
+
+    async def loaded_context_lengths(self):
+        return {}
+
 
 class _Redis:
     def __init__(self) -> None:

@@ -110,6 +110,22 @@ async def test_streamed_chunks_are_split_on_lines_across_reads():
     assert chunks[-1] == {"done": True, "eval_count": 2}
 
 
+async def test_blank_lines_are_skipped_and_a_line_may_span_several_reads():
+    whole = b'{"message":{"content":"a"},"done":false}\n \r\n\n{"done":true,"eval_count":1}\n'
+    # three writes: the first two inside the same line (no newline in either)
+    writes: list[bytes | None] = [
+        STREAM_HEAD + b"%x\r\n%s\r\n" % (5, whole[:5]),
+        b"%x\r\n%s\r\n" % (10, whole[5:15]),
+        chunked(whole[15:]),
+    ]
+    async with ollama({"/api/chat": writes}) as backend:
+        reply = await backend.chat({"model": "m", "stream": True})
+        chunks = [chunk async for batch in reply.batches() for chunk in batch]
+        await reply.finish()
+        reply.close()
+    assert chunks == [{"message": {"content": "a"}, "done": False}, {"done": True, "eval_count": 1}]
+
+
 async def test_an_error_chunk_or_garbage_is_a_bad_reply_when_reached():
     body = b'{"message":{"content":"a"}}\n{"error":"model is overloaded"}\nnot json\n'
     async with ollama({"/api/chat": [STREAM_HEAD + chunked(body)]}) as backend:

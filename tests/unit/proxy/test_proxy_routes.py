@@ -84,6 +84,8 @@ class FakeBackend:
         self.chat_error: BackendError | None = None
         self.cut: BackendError | None = None
         self.down: set[str] = set()  # names of the info calls that fail
+        self.context_max: int | None = 262144  # /api/show <family>.context_length
+        self.loaded_contexts: dict[str, int] = {}  # /api/ps context_length
         self.started = self.closed = False
 
     async def start(self) -> None:
@@ -124,6 +126,14 @@ class FakeBackend:
     async def capabilities(self, model: str) -> list[str]:
         self._check("capabilities")
         return self.capable.get(model, ["completion"])
+
+    async def context_length(self, model: str) -> int | None:
+        self._check("context_length")
+        return self.context_max
+
+    async def loaded_context_lengths(self) -> dict[str, int]:
+        self._check("loaded_context_lengths")
+        return dict(self.loaded_contexts)
 
 
 class FakeRedis:
@@ -231,7 +241,9 @@ async def test_messages_non_streamed(client, backend):
     chat = backend.chats[-1]
     assert chat["model"] == MODEL
     assert chat["stream"] is False
-    assert chat["options"] == {"num_predict": 50}
+    assert chat["options"] == {"num_predict": 50, "num_ctx": 65536}
+    assert chat["truncate"] is False
+    assert chat["shift"] is False
     assert "think" not in chat  # the model has no thinking capability
     assert backend.replies[-1].closed
 
@@ -398,7 +410,7 @@ async def test_count_tokens(client, backend):
     assert response.json() == {"input_tokens": 12}
     assert response.headers["x-cache"] == "bypass"
     chat = backend.chats[-1]
-    assert chat["options"] == {"num_predict": 1}
+    assert chat["options"] == {"num_predict": 1, "num_ctx": 65536}
     assert chat["stream"] is False
 
 
