@@ -11,7 +11,8 @@ import urllib.request
 
 import pytest
 
-from vastllm_lab.ollama.archive import ArchiveError, build_archive, main
+from vastllm_lab.ollama import VERSION
+from vastllm_lab.ollama.archive import ArchiveError, build_archive, bundles_llama_server, main
 from vastllm_lab.ollama.process import LabOllamaProcess
 
 SYSTEM_PATH = "/usr/bin:/bin"  # bin/ollama must run on the system python3, without our venv
@@ -51,6 +52,7 @@ def test_layout_like_the_official_release(tmp_path, fmt):
         assert not any(n.startswith("lib/ollama/vastllm/") for n in names)
         assert all(m.uid == 0 and m.gid == 0 and m.mtime == 1704067200 for m in infos.values())
         assert not any("__pycache__" in n or n.endswith(".toml") for n in names)
+        assert "lib/ollama/llama-server" not in infos  # releases before 0.30 have none
         script = tar.extractfile("bin/ollama").read().decode()
         assert script.startswith("#!/usr/bin/env python3\n")
         notice = tar.extractfile("lib/ollama/LAB_DOUBLE.txt").read().decode()
@@ -58,6 +60,37 @@ def test_layout_like_the_official_release(tmp_path, fmt):
         assert "0.9.7" in notice
         version = tar.extractfile("lib/ollama/vastllm_lab/ollama/_version.py").read().decode()
         assert "VERSION = '0.9.7'" in version
+
+
+@pytest.mark.parametrize("version", ["0.30.0", "0.34.2", "1.0.0"])
+def test_releases_from_0_30_bundle_llama_server(tmp_path, version):
+    """Ollama >= 0.30 runs GGUF models through lib/ollama/llama-server, shipped in the archive."""
+    path, _ = build_archive(version, str(tmp_path), "tgz")
+    with _members(path) as tar:
+        info = tar.getmember("lib/ollama/llama-server")
+        assert info.isfile()
+        assert info.mode == 0o755
+        assert [n for n in tar.getnames() if "llama-" in n] == ["lib/ollama/llama-server"]
+        tar.extractall(tmp_path / "root", filter="tar")
+    server = tmp_path / "root" / "lib" / "ollama" / "llama-server"
+    assert version in server.read_text()
+    assert "NOT llama.cpp" in server.read_text()
+    shown = subprocess.run([str(server), "--version"], capture_output=True, text=True, timeout=30)
+    assert shown.returncode == 0
+    assert "lab double" in shown.stdout
+    run = subprocess.run([str(server), "-m", "x.gguf"], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 1
+    assert "not llama.cpp" in run.stderr
+
+
+def test_which_versions_bundle_llama_server():
+    assert [
+        v
+        for v in ("0.21.0", "0.29.9", "0.30.0-rc1", "0.30.0", "v0.34.2", "0.9.7", "lab")
+        if bundles_llama_server(v)
+    ] == ["0.30.0-rc1", "0.30.0", "v0.34.2"]
+    # the double reports the role's pinned default, whose release bundles llama-server
+    assert bundles_llama_server(VERSION)
 
 
 def test_sha256sum_file_lists_each_format_like_the_release(tmp_path):

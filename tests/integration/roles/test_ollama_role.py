@@ -6,11 +6,14 @@ directory), leaving the running version untouched."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from vastllm_lab.ollama.archive import build_archive, compress, update_sha256sums
 from vastllm_lab.testing import ansible_env, docker_available
 
 REPO = Path(__file__).resolve().parents[3]
@@ -197,3 +201,44 @@ def test_bad_settings_are_refused_before_anything_runs(host: Host, tmp_path: Pat
     )  # fmt: skip
     assert run.rc != 0
     assert "quantized KV cache needs ollama_flash_attention" in run.out
+
+
+# -- the 0.30+ layout: the archive must bundle lib/ollama/llama-server ------------------------
+
+
+def test_default_release_installs_with_llama_server(host: Host, tmp_path: Path) -> None:
+    mirror = host.stage("0.34.2")
+    run = host.play(tmp_path, **_vars(mirror, "0.34.2"))
+    assert run.rc == 0, run.out[-3000:]
+    assert host.running_version() == "0.34.2"
+    assert host.sh("test -x /usr/local/lib/ollama/llama-server").returncode == 0
+    conf = host.sh("cat /etc/supervisor/conf.d/ollama.conf").stdout
+    assert 'OLLAMA_NUM_PARALLEL="1"' in conf, conf  # auto: no GPU here, so one slot
+    assert "auto: 0 MiB of VRAM" in run.out
+
+
+def test_archive_without_llama_server_is_refused(host: Host, tmp_path: Path) -> None:
+    out = tmp_path / "bad"
+    path, _ = build_archive("0.34.3", str(out), "tgz")
+    buf = io.BytesIO()
+    with (
+        tarfile.open(path, "r:gz") as tar,
+        tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as stripped,
+    ):
+        for member in tar.getmembers():
+            if member.name != "lib/ollama/llama-server":
+                stripped.addfile(member, tar.extractfile(member) if member.isfile() else None)
+    data = compress(buf.getvalue(), "tar.zst")
+    (out / "ollama-linux-amd64.tar.zst").write_bytes(data)
+    update_sha256sums(
+        str(out / "sha256sum.txt"), "ollama-linux-amd64.tar.zst", hashlib.sha256(data).hexdigest()
+    )
+    host.sh(f"mkdir -p {MIRROR}/bad")
+    for name in ("ollama-linux-amd64.tar.zst", "sha256sum.txt"):
+        subprocess.run(
+            ["docker", "cp", str(out / name), f"{host.name}:{MIRROR}/bad/{name}"], check=True
+        )
+    run = host.play(tmp_path, **_vars(f"{MIRROR}/bad", "0.34.3"))
+    assert run.rc != 0
+    assert "has no executable lib/ollama/llama-server" in run.out, run.out[-3000:]
+    assert host.running_version() == "0.34.2"

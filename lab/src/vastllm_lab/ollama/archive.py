@@ -1,7 +1,10 @@
 """`build-archive`: a release-like archive of the Ollama lab double.
 
-Same layout as the official `ollama-linux-<arch>.tgz` / `.tar.zst` release:
+Same layout as the official `ollama-linux-<arch>.tgz` / `.tar.zst` release of that version:
   bin/ollama                    executable python3 script (the lab double's CLI: serve, list, ...)
+  lib/ollama/llama-server       from 0.30.0 on (LLAMA_SERVER_SINCE), like the release: Ollama runs
+                                GGUF models through this bundled binary. Here an executable stand-in
+                                that only says what it is (the double serves everything itself).
   lib/ollama/LAB_DOUBLE.txt     says plainly what this is
   lib/ollama/vastllm_lab/ollama/...   the bundled lab double (standard library only)
 plus `sha256sum.txt` next to it (`<sha256>  ./<file>`, like the release). Reproducible: fixed
@@ -26,6 +29,9 @@ FORMATS = ("tar.zst", "tgz")
 ARCHES = ("amd64", "arm64")
 DEFAULT_MTIME = 1704067200  # 2024-01-01T00:00:00Z; SOURCE_DATE_EPOCH overrides it
 _VERSION_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+~-]{0,63}$")
+# Releases from 0.30.0 on bundle lib/ollama/llama-server (GGUF models run in it; without it a model
+# load fails with "llama-server binary not found").
+LLAMA_SERVER_SINCE = (0, 30, 0)
 
 BIN_OLLAMA = '''#!/usr/bin/env python3
 """ollama: the vastllm LAB DOUBLE of Ollama (an emulator for tests and the lab, NOT Ollama).
@@ -54,11 +60,22 @@ Ollama cannot be downloaded and no GPU exists.
 
 - It runs no model. Replies are deterministic placeholder text ("Lab reply from <model>: ...").
 - Pulls download nothing: they emulate progress and write a manifest plus tiny placeholder blobs.
-- It has the same layout as the official release (bin/ollama, lib/ollama/) so that installers
-  exercise their real path: download, checksum, unpack, service, readiness.
+- It has the same layout as the official release (bin/ollama, lib/ollama/, and from 0.30 on
+  lib/ollama/llama-server, here a stand-in script) so that installers exercise their real path:
+  download, checksum, unpack, layout check, service, readiness.
 - Fault switches for tests: POST /lab/faults, or VASTLLM_LAB_FAULTS at start.
 
 It is only ever used when asked for. Built by `vastllm-lab ollama build-archive`.
+"""
+
+LLAMA_SERVER = """#!/bin/sh
+# llama-server: a stand-in of the vastllm LAB DOUBLE of Ollama {version} (NOT llama.cpp's server).
+# Ollama >= 0.30 bundles its own llama-server here; the double serves models itself, never runs it.
+case "$1" in
+  --version|-v) echo "version: 0 (vastllm lab double stand-in for Ollama {version})"; exit 0 ;;
+esac
+echo "llama-server: vastllm lab double stand-in, not llama.cpp; see LAB_DOUBLE.txt" >&2
+exit 1
 """
 
 PACKAGE_INIT = (
@@ -91,6 +108,20 @@ def package_files(version: str) -> list[tuple[str, bytes]]:
     return files
 
 
+def release_key(version: str) -> tuple[int, ...]:
+    """(major, minor, patch) of a version like 0.34.2, 0.30.0-rc1 or v0.21.0; () if not numeric."""
+    match = re.match(r"^v?([0-9]+)\.([0-9]+)(?:\.([0-9]+))?", version)
+    if not match:
+        return ()
+    return tuple(int(part or 0) for part in match.groups())
+
+
+def bundles_llama_server(version: str) -> bool:
+    """Whether the official Linux archive of `version` has lib/ollama/llama-server (>= 0.30.0)."""
+    key = release_key(version)
+    return bool(key) and key >= LLAMA_SERVER_SINCE
+
+
 def archive_members(version: str) -> list[tuple[str, bytes | None, int]]:
     """(name, content or None for a directory, mode), sorted by name."""
     members: dict[str, tuple[bytes | None, int]] = {
@@ -100,6 +131,8 @@ def archive_members(version: str) -> list[tuple[str, bytes | None, int]]:
         "lib/ollama": (None, 0o755),
         "lib/ollama/LAB_DOUBLE.txt": (LAB_DOUBLE_TXT.format(version=version).encode(), 0o644),
     }
+    if bundles_llama_server(version):
+        members["lib/ollama/llama-server"] = (LLAMA_SERVER.format(version=version).encode(), 0o755)
     for rel, data in package_files(version):
         path = f"lib/ollama/{rel}"
         parent = os.path.dirname(path)
