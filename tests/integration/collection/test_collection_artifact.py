@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -125,6 +126,51 @@ def test_artifact_ships_the_content_and_the_proxy_sources_but_no_development_fil
     top = {name.split("/")[0] for name in names}
     assert not top & {"lab", "molecule", "benchmarks", "scripts", ".venv", ".cache", ".git"}
     assert not {n for n in names if n.startswith(("tests/unit", "tests/integration"))}
+
+
+def test_local_inventory_data_and_env_files_never_ship(tmp_path: Path) -> None:
+    """Keys live in host_vars, group_vars and .env files next to a checkout: none of them ship."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    source = tmp_path / "checkout"
+    for name in filter(None, (entry.decode() for entry in tracked)):
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if (REPO / name).is_file():
+            shutil.copy2(REPO / name, target)
+    planted = {
+        "inventory/host_vars/gpu-1.yml": "vastai_api_key: planted-secret\n",
+        "inventory/group_vars/all.yml": "proxy_api_key: planted-secret\n",
+        ".env": "VAST_API_KEY=planted-secret\n",
+        "secrets.env": "VAST_API_KEY=planted-secret\n",
+        "inventory/hosts.ini": "gpu-1 ansible_password=planted-secret\n",
+    }
+    for name, text in planted.items():
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_text(text)
+    env = clean_env(tmp_path)
+    build = subprocess.run(
+        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path)],
+        cwd=source,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert build.returncode == 0, build.stdout + build.stderr
+    (artifact,) = tmp_path.glob("vastllm-stack-*.tar.gz")
+    with tarfile.open(artifact) as tar:
+        names = set(tar.getnames())
+        contents = b"".join(
+            tar.extractfile(member).read()  # type: ignore[union-attr]
+            for member in tar.getmembers()
+            if member.isfile()
+        )
+    assert not set(planted) & names
+    assert b"planted-secret" not in contents
+    assert "inventory/vastai.yml" in names
 
 
 def test_ansible_doc_shows_the_ollama_model_module(installed: Installed) -> None:
