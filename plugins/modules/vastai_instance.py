@@ -43,7 +43,9 @@ options:
   max_dph:
     description:
       - Cost guard - the most this instance may cost, in dollars per hour (whole instance).
-      - Required for V(present) and V(running); an offer above it is never rented.
+      - Required only when an instance is rented (V(present) or V(running) and no instance
+        carries O(label)); an offer above it is never rented.
+      - Starting, stopping or destroying an existing instance does not need it.
     type: float
   gpu_names:
     description:
@@ -79,7 +81,10 @@ options:
     type: dict
     default: {}
   image:
-    description: Docker image to run. Required for V(present) and V(running).
+    description:
+      - Docker image to run.
+      - Required only when an instance is rented (V(present) or V(running) and no instance
+        carries O(label)); starting or stopping an existing instance does not need it.
     type: str
   image_login:
     description: Registry login for a private image (C(-u user -p token registry)).
@@ -297,18 +302,41 @@ def is_running(instance: dict[str, Any]) -> bool:
 
 
 def is_stopped(instance: dict[str, Any]) -> bool:
+    """Not running and not meant to run now: asked to stop, or its container is down (to start)."""
     return instance.get("intended_status") == "stopped" or instance_status(instance) in (
         "exited",
         "stopped",
     )
 
 
+def stop_requested(instance: dict[str, Any]) -> bool:
+    """Whether a stop was asked for (for state=stopped): vast.ai's ``intended_status`` is what the
+    user asked, ``actual_status`` only the container's state - an exited container of an
+    instance still meant to run is billed. Without ``intended_status``, the container decides."""
+    intended = instance.get("intended_status")
+    if intended in ("running", "stopped"):
+        return bool(intended == "stopped")
+    return instance_status(instance) in ("exited", "stopped")
+
+
 class PlanError(Exception):
     """The wanted state cannot be reached from the current one; the message says why."""
 
 
+def check_rent_options(p: Mapping[str, Any]) -> None:
+    """Renting needs the cost guard and an image; raise PlanError naming the missing ones."""
+    missing = [name for name in ("max_dph", "image") if p.get(name) in (None, "")]
+    if missing:
+        raise PlanError(
+            f"no instance labelled {p['label']!r} exists, and renting one needs "
+            f"{' and '.join(missing)} (state={p['state']}); starting or stopping an existing "
+            "instance needs neither"
+        )
+
+
 def offer_criteria(p: Mapping[str, Any]) -> OfferCriteria:
     """The module's offer options as search criteria (pure)."""
+    check_rent_options(p)
     return OfferCriteria(
         max_dph=float(p["max_dph"]),
         gpu_names=tuple(p["gpu_names"] or ()),
@@ -382,7 +410,7 @@ def plan(
                 f"no instance labelled {label!r} to stop; rent it with state=present first"
             )
         instance = found[0]
-        if is_stopped(instance):
+        if stop_requested(instance):
             result["msg"] = f"instance {instance['id']} ({label}) is already stopped"
         else:
             result.update(actions=["stop"], after="exited")
@@ -679,10 +707,6 @@ ARGUMENT_SPEC: dict[str, dict[str, Any]] = {
 def main() -> None:
     module = AnsibleModule(
         argument_spec=ARGUMENT_SPEC,
-        required_if=[
-            ("state", "present", ("max_dph", "image")),
-            ("state", "running", ("max_dph", "image")),
-        ],
         supports_check_mode=True,
     )
     p = module.params

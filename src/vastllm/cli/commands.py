@@ -76,7 +76,7 @@ class Context:
         command: str,
         inventory: str,
         extravars: Mapping[str, Any] | None = None,
-        extra_args: list[str] | None = None,
+        extra_vars: list[str] | None = None,
     ) -> RunResult:
         run_dir = self.paths.new_run_dir(f"{command}-{playbook.stem}")
         self.say(f"-> {playbook.name} (log: {run_dir})")
@@ -86,7 +86,7 @@ class Context:
             run_dir=run_dir,
             inventory=inventory,
             extravars=extravars,
-            extra_args=extra_args or [],
+            extra_vars=extra_vars or [],
             secrets=self.secrets,
             verbose=self.verbose,
             out=self.err,
@@ -139,11 +139,23 @@ def write_inventory(ctx: Context, instance: Mapping[str, Any], target: SshTarget
     return path
 
 
-def _extra_args(ctx: Context, extra: list[str] | None) -> list[str]:
-    out: list[str] = []
-    for item in [*ctx.settings.extra_vars, *(extra or [])]:
-        out += ["-e", item]
-    return out
+def _extra_vars(ctx: Context, extra: list[str] | None) -> list[str]:
+    """The ``-e`` values of the config and the command line (the runner passes them as files)."""
+    return [*ctx.settings.extra_vars, *(extra or [])]
+
+
+# What `vastllm up` always gives the stack, after (over) the user's extra vars: the proxy requires
+# its key even on loopback (the default site.yml binds 127.0.0.1, where the role would otherwise
+# write no key file and Claude Code's env file could get no token).
+STACK_VARS: dict[str, Any] = {"proxy_require_api_key": True}
+DEFAULT_KEY_FILE = "/etc/vastllm/proxy-api-key"
+
+
+def proxy_key_file(result: RunResult, label: str) -> str:
+    """Where the proxy role put the key on ``label``: its ``vastllm_proxy.key_file`` fact."""
+    fact = (result.facts.get(label) or {}).get("vastllm_proxy")
+    path = fact.get("key_file") if isinstance(fact, Mapping) else None
+    return str(path) if path else DEFAULT_KEY_FILE
 
 
 def _playbook(ctx: Context, name: str, issue: str) -> Path:
@@ -265,7 +277,12 @@ def _tunnel_on_port(ctx: Context, port: int) -> str | None:
 
 
 def write_env_file(
-    ctx: Context, label: str, target: SshTarget, local_port: int, health: Mapping[str, Any]
+    ctx: Context,
+    label: str,
+    target: SshTarget,
+    local_port: int,
+    health: Mapping[str, Any],
+    key_file: str = DEFAULT_KEY_FILE,
 ) -> Path:
     """Claude Code's environment for ``label`` (0600). The proxy key is fetched from the host only
     when the file does not hold it yet."""
@@ -274,7 +291,7 @@ def write_env_file(
     path = ctx.paths.env_file(label)
     token = proxy_token(ctx, label)
     if not token:
-        token = fetch_proxy_key(target)
+        token = fetch_proxy_key(target, key_file)
         ctx._secrets.add(token)
     model_info = health.get("model") if isinstance(health.get("model"), Mapping) else {}
     model = str((model_info or {}).get("name") or "")
@@ -391,20 +408,21 @@ def cmd_up(ctx: Context, args: Any) -> Outcome:
     wait_ssh(target, float(s.wait_timeout))
     inventory = write_inventory(ctx, instance, target)
     proxy_token(ctx, label)  # known key -> redacted from the logs
-    extra = _extra_args(ctx, args.extra_vars)
+    extra = _extra_vars(ctx, args.extra_vars)
     stack = ctx.repo / (args.playbook or s.playbook)
     if not stack.is_file():
         raise CliError(f"the stack playbook {stack} does not exist", 2)
-    site = ctx.run(stack, "up", str(inventory), None, extra)
+    site = ctx.run(stack, "up", str(inventory), STACK_VARS, extra)
     _check(site, stack.name)
     data["site_changed"] = site.progress.changed
-    verify = ctx.run(_playbook(ctx, "verify.yml", "issue 10"), "up", str(inventory), None, extra)
+    verify_pb = _playbook(ctx, "verify.yml", "issue 10")
+    verify = ctx.run(verify_pb, "up", str(inventory), STACK_VARS, extra)
     _check(verify, "verify.yml")
     local_port = args.local_port or s.local_port
     ollama_port = args.ollama_port if args.ollama_port is not None else s.ollama_port
     action, _state = ensure_tunnel(ctx, label, target, local_port, ollama_port)
     health = _health(local_port, proxy_token(ctx, label), HEALTH_TIMEOUT)
-    env_path = write_env_file(ctx, label, target, local_port, health)
+    env_path = write_env_file(ctx, label, target, local_port, health, proxy_key_file(site, label))
     seconds = time.monotonic() - started
     data.update(site_changed=site.progress.changed, tunnel=action, local_port=local_port,
                 env_file=str(env_path), seconds=round(seconds, 1),
@@ -570,7 +588,9 @@ def cmd_diagnose(ctx: Context, args: Any) -> Outcome:
     proxy_token(ctx, label)
     began = time.time()
     playbook = _playbook(ctx, "diagnose.yml", "issue 10")
-    result = ctx.run(playbook, "diagnose", str(inventory), None, _extra_args(ctx, args.extra_vars))
+    result = ctx.run(
+        playbook, "diagnose", str(inventory), STACK_VARS, _extra_vars(ctx, args.extra_vars)
+    )
     report = _latest_report(ctx.repo, label, "diagnose", began)
     findings: list[Any] = []
     if report is not None:

@@ -40,6 +40,8 @@ def redact(value: Any, secrets: Iterable[str]) -> Any:
 def redact_in_place(event: dict[str, Any], secrets: Iterable[str]) -> None:
     """Redact an ansible-runner event before it is written to the runs folder."""
     clean = redact(event, list(secrets))
+    if clean is event:  # no secret to cut (redact returned the event itself, not a copy)
+        return
     event.clear()
     event.update(clean)
 

@@ -102,13 +102,16 @@ def wait_ssh(target: SshTarget, timeout: float) -> None:
         time.sleep(2)
 
 
-def fetch_proxy_key(target: SshTarget) -> str:
-    """The proxy's API key from the host (never printed or logged by the caller)."""
-    proc = ssh(target, f"cat {KEY_FILE}")
+def fetch_proxy_key(target: SshTarget, key_file: str = KEY_FILE) -> str:
+    """The proxy's API key from ``key_file`` on the host (never printed or logged by the caller);
+    ``vastllm up`` passes the path the proxy role reported (its ``vastllm_proxy.key_file``)."""
+    import shlex
+
+    proc = ssh(target, f"cat {shlex.quote(key_file)}")
     key = proc.stdout.strip()
     if proc.returncode != 0 or not key:
         raise CliError(
-            f"cannot read {KEY_FILE} on {target.destination}:{target.port} "
+            f"cannot read {key_file} on {target.destination}:{target.port} "
             f"(exit {proc.returncode}): {proc.stderr.strip()[-200:]}"
         )
     return key

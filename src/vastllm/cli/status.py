@@ -32,7 +32,9 @@ def parse_metrics(text: str) -> dict[str, Any]:
             continue
         labels = dict(_LABEL.findall(labels_text or ""))
         if name == "vastllm_requests_total" and labels.get("route") in IDLE_ROUTES:
-            requests += value
+            status = labels.get("status", "")
+            if not (status.isdigit() and int(status) >= 400):  # a scanner's 401s are no traffic
+                requests += value
         elif name == "vastllm_cache_hit_ratio":
             hit_ratio = value
         elif name == "vastllm_cache_requests_total":

@@ -187,3 +187,20 @@ def test_up_rents_with_cap_then_rerun_changes_nothing(lab_host, double, cli_fact
     assert len(server.state.instances) == 1
     print(f"first up {first['seconds']} s, re-run {time.monotonic() - started:.0f} s")
     assert cli.json("down", "--destroy", "--yes")["destroyed"]
+
+
+def test_up_starts_a_stopped_instance_without_renting(lab_host, double, cli_factory):
+    """After the monitor's idle stop, `up` starts the instance: the start needs no cap/image."""
+    seed = {**_seed(status="exited"), "intended_status": "stopped"}
+    server = double(instances=[seed])
+    cli = cli_factory(server)
+    # A missing stack playbook stops `up` right after the start and the SSH wait (fast).
+    proc = cli("up", "--playbook", "playbooks/no-such-stack.yml")
+    assert "starting vastllm-1 (instance 1001" in proc.stderr, proc.stderr
+    assert "starting vastllm-1 failed" not in proc.stderr, proc.stderr
+    assert "the stack playbook" in proc.stderr, proc.stderr
+    assert "does not exist" in proc.stderr, proc.stderr
+    row = server.state.instances[1001]
+    assert row["intended_status"] == "running"
+    assert row["actual_status"] == "running"
+    assert list(server.state.instances) == [1001]  # nothing rented

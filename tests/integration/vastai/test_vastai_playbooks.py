@@ -333,3 +333,45 @@ def test_lost_rent_reply_is_recovered_not_rented_twice(market, home):
     assert [r["label"] for r in market.state.instances.values()] == ["flaky"]
     rents = [r for r in market.state.requests if r[1].startswith("/api/v0/asks/")]
     assert len(rents) == 1
+
+
+def test_stopped_instance_is_started_with_only_label_and_state(market, home):
+    """`vastllm up` after an idle stop: no max_dph/image (nothing is rented), yet it starts."""
+    market.state.add_instance(
+        {"id": 5151, "label": "napping", "actual_status": "exited", "intended_status": "stopped"}
+    )
+    tasks = [
+        {
+            "name": "start",
+            "vastllm.stack.vastai_instance": {
+                "label": "napping",
+                "state": "running",
+                "poll_interval": 0.1,
+                "wait_timeout": 30,
+            },
+            "register": "r",
+        },
+        {
+            "name": "show",
+            "ansible.builtin.debug": {"msg": "STARTED {{ r.actions }} {{ r.changed }}"},
+        },
+        {
+            "name": "rent needs the cap",
+            "vastllm.stack.vastai_instance": {
+                "label": "never-there",
+                "state": "running",
+                "image": "img:1",
+            },
+            "register": "refused",
+            "ignore_errors": True,
+        },
+        {"name": "why", "ansible.builtin.debug": {"msg": "REFUSED {{ refused.msg }}"}},
+    ]
+    proc = playbook(market, home, write_play(home, tasks))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = flat(proc.stdout)
+    assert "STARTED ['start'] True" in out, out
+    assert market.state.instances[5151]["actual_status"] == "running"
+    assert market.state.instances[5151]["intended_status"] == "running"
+    assert "REFUSED no instance labelled 'never-there' exists, and renting one needs max_dph" in out
+    assert [r["label"] for r in market.state.instances.values()] == ["napping"]

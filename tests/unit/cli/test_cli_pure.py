@@ -90,7 +90,7 @@ vastllm_cache_hit_ratio 0.375000
 
 
 def test_parse_metrics():
-    assert sv.parse_metrics(METRICS) == {"requests": 10, "cache_hit_ratio": 0.375}
+    assert sv.parse_metrics(METRICS) == {"requests": 9, "cache_hit_ratio": 0.375}
     assert sv.parse_metrics('vastllm_cache_requests_total{result="hit"} 1\n'
                             'vastllm_cache_requests_total{result="miss"} 3\n') == {
         "requests": 0, "cache_hit_ratio": 0.25}  # fmt: skip

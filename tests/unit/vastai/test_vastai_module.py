@@ -213,6 +213,7 @@ PARAMS = {
     "label": "box",
     "state": "present",
     "max_dph": 0.5,
+    "image": "img:1",
     "gpu_names": [],
     "num_gpus": 1,
     "min_gpu_ram": None,
@@ -279,3 +280,112 @@ def test_plan_for_existing_instances(module_file, state, found, actions, after):
 def test_plan_refuses_what_cannot_be_done(module_file, state, found, message):
     with pytest.raises(module_file.PlanError, match=message):
         module_file.plan({**PARAMS, "state": state}, found, None)
+
+
+# -- starting/stopping an existing instance needs no offer options (review of issue 11) ---------
+
+NO_RENT = {**PARAMS, "state": "running", "max_dph": None, "image": None}
+CONTAINER_EXITED = {
+    "id": 7,
+    "label": "box",
+    "actual_status": "exited",
+    "intended_status": "running",
+}
+
+
+def test_plan_starts_a_stopped_instance_without_max_dph_or_image(module_file):
+    todo = module_file.plan(NO_RENT, [STOPPED], None)
+    assert todo["actions"] == ["start"]
+    assert module_file.needs_offers(NO_RENT, [STOPPED]) is False
+
+
+@pytest.mark.parametrize("state", ["running", "present"])
+@pytest.mark.parametrize(
+    ("missing", "named"),
+    [
+        ({"max_dph": None}, "max_dph"),
+        ({"image": None}, "image"),
+        ({"max_dph": None, "image": None}, "max_dph and image"),
+    ],
+)
+def test_plan_refuses_to_rent_without_max_dph_or_image(module_file, state, missing, named):
+    with pytest.raises(module_file.PlanError, match=f"needs {named}"):
+        module_file.plan({**PARAMS, "state": state, **missing}, [], OFFERS)
+
+
+def test_module_starts_a_stopped_instance_with_only_label_and_state(
+    module_file, monkeypatch, capsys, market
+):
+    row = market.state.add_instance(
+        {
+            "id": 4242,
+            "label": "idle-stopped",
+            "actual_status": "exited",
+            "intended_status": "stopped",
+        }
+    )
+    result = run_module(
+        module_file,
+        monkeypatch,
+        capsys,
+        label="idle-stopped",
+        state="running",
+        api_key="lab-key",
+        api_url=market.url,
+        wait_ssh=False,
+        poll_interval=0.05,
+        retries=0,
+    )
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert result["actions"] == ["start"]
+    assert row["intended_status"] == "running"
+    assert market.state.instances[4242]["actual_status"] == "running"
+
+
+def test_module_refuses_to_rent_without_max_dph_naming_it(module_file, monkeypatch, capsys, market):
+    result = run_module(
+        module_file,
+        monkeypatch,
+        capsys,
+        label="nothing-here",
+        state="running",
+        api_key="lab-key",
+        api_url=market.url,
+        image="img:1",
+        retries=0,
+    )
+    assert result["failed"] is True
+    assert "max_dph" in result["msg"]
+    assert "rent" in result["msg"]
+    assert not market.state.instances
+
+
+def test_plan_stops_when_only_the_container_exited(module_file):
+    """vast.ai's intended_status is what the user asked; actual_status is the container. An
+    instance whose container exited but that is still meant to run is billed: stop it."""
+    todo = module_file.plan({**PARAMS, "state": "stopped"}, [CONTAINER_EXITED], None)
+    assert todo["actions"] == ["stop"]
+    todo = module_file.plan({**PARAMS, "state": "stopped"}, [STOPPED], None)
+    assert todo["actions"] == []
+    stopping = {**RUNNING, "intended_status": "stopped"}  # asked to stop, container still up
+    assert module_file.plan({**PARAMS, "state": "stopped"}, [stopping], None)["actions"] == []
+
+
+def test_module_stops_an_instance_whose_container_exited(module_file, monkeypatch, capsys, market):
+    market.state.add_instance(
+        {"id": 4343, "label": "crashed", "actual_status": "exited", "intended_status": "running"}
+    )
+    result = run_module(
+        module_file,
+        monkeypatch,
+        capsys,
+        label="crashed",
+        state="stopped",
+        api_key="lab-key",
+        api_url=market.url,
+        retries=0,
+    )
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert market.state.instances[4343]["intended_status"] == "stopped"
