@@ -23,6 +23,7 @@ from vastllm.cli.remote import (
     SshTarget,
     fetch_proxy_key,
     probe,
+    proxy_window,
     served_context,
     target_for,
     wait_ssh,
@@ -297,8 +298,10 @@ def write_env_file(
     model = str((model_info or {}).get("name") or "")
     if not model:
         raise CliError("the proxy's /health names no model: is the model role done?")
-    _report, ps = probe(target)
-    window = served_context(ps, model) or ctx.settings.context_window
+    window = proxy_window(health)
+    if window is None:
+        _report, ps = probe(target)
+        window = served_context(ps, model) or ctx.settings.context_window
     env = claude_code_env(f"http://127.0.0.1:{local_port}", token, model, int(window))
     write_private(path, render_env_file(env))
     return path
@@ -467,6 +470,7 @@ def cmd_status(ctx: Context, args: Any) -> Outcome:
                 report, ps = probe(target)
                 model = ((health or {}).get("model") or {}).get("name") if health else None
                 window = served_context(ps, model)
+        window = proxy_window(health) or window
         rows.append(status_view.status_row(instance, now, health=health, metrics=metrics,
                                            monitor=report, context_window=window, tunnel=tun,
                                            local_port=port or None))  # fmt: skip

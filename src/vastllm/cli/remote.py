@@ -148,6 +148,20 @@ def probe(target: SshTarget) -> tuple[dict[str, Any] | None, dict[str, Any] | No
     return parse_probe(proc.stdout)
 
 
+def proxy_window(health: Mapping[str, Any] | None) -> int | None:
+    """The window the proxy enforces (``/health`` ``context_window.served``): what Claude Code
+    must plan for. Ollama's loaded context (``/api/ps``) can be larger when configured apart."""
+    if not health:
+        return None
+    window = health.get("context_window")
+    if not isinstance(window, Mapping):
+        return None
+    served = window.get("served")
+    if isinstance(served, bool) or not isinstance(served, int) or served <= 0:
+        return None
+    return served
+
+
 def served_context(ps: Mapping[str, Any] | None, model: str | None) -> int | None:
     """The context window Ollama serves the model with (``/api/ps``'s ``context_length``)."""
     if not ps:

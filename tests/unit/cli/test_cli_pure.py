@@ -12,7 +12,7 @@ from vastllm.cli import tunnel
 from vastllm.cli.config import CliError, paths_from_env, settings_from
 from vastllm.cli.pricing import Wanted, choose_offer, hourly_cost, offer_price, spend
 from vastllm.cli.progress import Progress, redact, redact_in_place
-from vastllm.cli.remote import parse_probe, served_context
+from vastllm.cli.remote import parse_probe, proxy_window, served_context
 
 
 def offer(i, dph, base=None, storage=0.0, down=0.0, up=0.0, **kw):
@@ -236,3 +236,12 @@ def test_paths_and_settings(tmp_path):
         settings_from({"max_prise": 1}, "f")
     with pytest.raises(CliError, match="number"):
         settings_from({"max_price": "cheap"}, "f")
+
+
+def test_the_env_window_is_the_one_the_proxy_enforces():
+    health = {"context_window": {"served": 32768, "configured": 65536, "loaded": 65536}}
+    assert proxy_window(health) == 32768
+    assert proxy_window({"context_window": {"served": 0}}) is None
+    assert proxy_window({"context_window": {"served": True}}) is None
+    assert proxy_window({"status": "ok"}) is None
+    assert proxy_window(None) is None
