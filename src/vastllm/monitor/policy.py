@@ -158,8 +158,14 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
 def requests_from_metrics(text: str, routes: Iterable[str]) -> int | None:
-    """Sum of ``vastllm_requests_total`` over ``routes`` (any status) in Prometheus text; ``None``
-    when the text holds no request counter family at all (not the proxy's metrics)."""
+    """Sum of ``vastllm_requests_total`` over ``routes`` in Prometheus text, counting only the
+    answers with ``status`` below 400; ``None`` when the text holds no request counter family at
+    all (not the proxy's metrics).
+
+    Refused requests (401 without the key, 413, 400, ...) do not count: the proxy records a
+    key-less ``POST /v1/messages`` under the ``messages`` route too, and a scanner on a public
+    port would otherwise restart the idle period forever. A sample without a numeric ``status``
+    label is not counted either."""
     wanted = set(routes)
     total = 0
     family = False
@@ -172,11 +178,13 @@ def requests_from_metrics(text: str, routes: Iterable[str]) -> int | None:
             continue
         family = True
         labels = dict(_LABEL.findall(match.group(1)))
-        if labels.get("route") in wanted:
-            try:
-                total += int(float(match.group(2)))
-            except ValueError:
-                continue
+        status = labels.get("status", "")
+        if labels.get("route") not in wanted or not status.isdigit() or int(status) >= 400:
+            continue
+        try:
+            total += int(float(match.group(2)))
+        except ValueError:
+            continue
     return total if family else None
 
 

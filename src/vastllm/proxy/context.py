@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from vastllm.proxy.auth import KeyCheck
 from vastllm.proxy.backend import Backend
@@ -22,6 +23,7 @@ class Context:
     auth: KeyCheck = field(init=False)
     cache: AnswerCache | None = None  # opened by the ASGI lifespan when the cache is on
     window: ContextWindow = field(init=False)  # the context window served (window.py)
+    health_probes: Any = None  # the last round of /health probes (health.py), shared briefly
 
     def __post_init__(self) -> None:
         self.auth = KeyCheck(self.settings.api_key)

@@ -1,5 +1,10 @@
 """The operational routes: ``/`` (service and version), ``/health`` and its liveness and
-readiness probes, and ``/metrics`` (Prometheus text)."""
+readiness probes, and ``/metrics`` (Prometheus text).
+
+``/health`` and ``/health/readiness`` need no key, so they must not let a client multiply load
+on Ollama and Redis: the probes (four Ollama calls and a Redis ping) are shared by every report
+for ``PROBE_TTL`` seconds, concurrent reports wait for the same probe round, and the model's
+window is learned once (``window.ContextWindow.report``)."""
 
 from __future__ import annotations
 
@@ -16,6 +21,49 @@ from vastllm.proxy.context import Context
 from vastllm.proxy.names import key_or_none
 
 _PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+PROBE_TTL = 2.0  # seconds a round of health probes (Ollama, Redis) is reused
+
+
+class _Probes:
+    """The last round of probes (backend results, Redis reachability) and when it ran; one
+    round at a time, shared by the reports that arrive while it runs."""
+
+    __slots__ = ("at", "results", "task")
+
+    def __init__(self) -> None:
+        self.at = float("-inf")
+        self.results: tuple[Any, ...] = ()
+        self.task: asyncio.Task[tuple[Any, ...]] | None = None
+
+
+async def _probe(context: Context) -> tuple[Any, ...]:
+    backend = context.backend
+    results: tuple[Any, ...] = await asyncio.gather(
+        backend.version(),
+        backend.model_names(),
+        backend.loaded_model_names(),
+        backend.loaded_context_lengths(),
+        return_exceptions=True,
+    )
+    cache = context.cache
+    reachable = await cache.ping() if cache is not None else None
+    return (*results, reachable)
+
+
+async def _probe_results(context: Context) -> tuple[Any, ...]:
+    probes = context.health_probes
+    if not isinstance(probes, _Probes):
+        probes = context.health_probes = _Probes()
+    now = time.monotonic()
+    if probes.results and now - probes.at < PROBE_TTL:
+        return probes.results
+    if probes.task is None or probes.task.done():
+        probes.task = asyncio.get_running_loop().create_task(_probe(context))
+    task = probes.task
+    results = await asyncio.shield(task)
+    if probes.task is task:
+        probes.results, probes.at, probes.task = results, time.monotonic(), None
+    return results
 
 
 def _keys(names: Any) -> set[str]:
@@ -29,14 +77,7 @@ async def health_report(context: Context) -> dict[str, Any]:
     """``status``: ``down`` when the backend does not answer, ``degraded`` when it lacks the
     model or the cache is on but Redis does not answer, else ``ok``."""
     backend, settings = context.backend, context.settings
-    results: tuple[Any, ...] = await asyncio.gather(
-        backend.version(),
-        backend.model_names(),
-        backend.loaded_model_names(),
-        backend.loaded_context_lengths(),
-        return_exceptions=True,
-    )
-    version, present, loaded, loaded_contexts = results
+    version, present, loaded, loaded_contexts, redis_up = await _probe_results(context)
     reachable = not isinstance(version, BaseException)
     ollama: dict[str, Any] = {
         "reachable": reachable,
@@ -55,7 +96,7 @@ async def health_report(context: Context) -> dict[str, Any]:
     cache = context.cache
     redis: dict[str, Any] = {"enabled": cache is not None, "reachable": None}
     if cache is not None:
-        redis["reachable"] = await cache.ping()
+        redis["reachable"] = bool(redis_up)
         if not redis["reachable"]:
             redis["error"] = cache.last_error
     if not reachable:

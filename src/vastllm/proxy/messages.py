@@ -41,6 +41,7 @@ from vastllm.proxy.translate_response import (
     prompt_tokens,
     replay_events,
     sane_count,
+    start_events,
 )
 from vastllm.proxy.window import overflow_numbers, overflow_of, too_long
 
@@ -245,8 +246,9 @@ class MessageRoutes:
         message_id = new_message_id()
         pinger = None
         if request.stream:
-            start = {"id": message_id, "model": request.model, "content": [], "usage": {}}
-            pinger = Pinger(call, self._ping_interval, lambda: replay_events(start)[:2])
+            pinger = Pinger(
+                call, self._ping_interval, lambda: start_events(message_id, request.model)
+            )
         try:
             kind, value = await asyncio.shield(flight)
         finally:

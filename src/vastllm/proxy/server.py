@@ -27,6 +27,12 @@ resources without bound or get an answer that is not Anthropic-shaped JSON. Two 
   ``max_request_bytes``, every other route ``max_other_body_bytes``; more → ``413
   request_too_large`` (``connection: close``), decided from ``Content-Length`` when there is one,
   before a byte of the body is read.
+- **key before body**: when a key is configured, a request to a messages route that does not
+  carry it (same rule as ``auth.py``: ``x-api-key`` or ``Authorization: Bearer``, trimmed,
+  compared in constant time) goes to the app *without its body being read*: the route answers
+  ``401`` before it reads, and uvicorn drops the rest of the body as it arrives. Should a route
+  read such a body after all, it gets at most ``max_other_body_bytes``. So a client without the
+  key cannot make the proxy buffer up to ``max_request_bytes`` per connection.
 - ``HEAD`` is served as ``GET`` without the body (``HEAD /health`` → 200).
 - an exception that escapes the app, or an app that returns without answering → ``500
   api_error`` JSON (never uvicorn's plain-text 500).
@@ -51,6 +57,7 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from vastllm.proxy.auth import KeyCheck
 from vastllm.proxy.config import Settings
 from vastllm.proxy.errors import error_json
 
@@ -362,6 +369,7 @@ class GuardApp:
         self.app = app
         self.large_body = settings.max_request_bytes
         self.small_body = settings.max_other_body_bytes
+        self.key = KeyCheck(settings.api_key)
 
     def body_limit(self, path: str) -> int:
         return self.large_body if is_messages_path(path) else self.small_body
@@ -378,22 +386,21 @@ class GuardApp:
                 started = True
             await send(message)
 
-        limit = self.body_limit(scope["path"])
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                if value.isdigit() and int(value) > limit:
-                    await self._too_large(scope, send, limit)
-                    return
-                break
-        first = await self._read_body(scope, receive, send, limit)
-        if first is None:
-            return
-        pending = [first]
-
-        async def replay() -> Message:
-            if pending:
-                return pending.pop()
-            return await receive()
+        path = scope["path"]
+        if self.key.required and is_messages_path(path) and not self.key.accepts(scope["headers"]):
+            replay = self._unread_body(scope, receive, tracked_send)
+        else:
+            limit = self.body_limit(path)
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if value.isdigit() and int(value) > limit:
+                        await self._too_large(scope, send, limit)
+                        return
+                    break
+            first = await self._read_body(scope, receive, send, limit)
+            if first is None:
+                return
+            replay = self._replay(first, receive)
 
         if scope["method"] == "HEAD":
             scope = dict(scope)
@@ -408,6 +415,34 @@ class GuardApp:
         if not started:
             # The app gave no answer (a client that went away gets none: uvicorn drops it).
             await _send_error(send, 500, "api_error", "internal proxy error", close=True)
+
+    @staticmethod
+    def _replay(first: Message, receive: Receive) -> Receive:
+        """``receive`` that gives ``first`` (the whole body), then the real messages."""
+        pending = [first]
+
+        async def replay() -> Message:
+            if pending:
+                return pending.pop()
+            return await receive()
+
+        return replay
+
+    def _unread_body(self, scope: Scope, receive: Receive, send: Send) -> Receive:
+        """``receive`` for a request without the key: nothing is read unless the app asks,
+        and then at most ``small_body`` bytes (more: 413 here, a disconnect for the app)."""
+        read = False
+        gone: Message = {"type": "http.disconnect"}
+
+        async def lazy() -> Message:
+            nonlocal read
+            if read:
+                return await receive()
+            read = True
+            first = await self._read_body(scope, receive, send, self.small_body)
+            return gone if first is None else first
+
+        return lazy
 
     async def _read_body(
         self, scope: Scope, receive: Receive, send: Send, limit: int

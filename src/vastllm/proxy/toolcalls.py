@@ -293,6 +293,22 @@ def _object_end(text: str, at: int) -> int | None:
     return None
 
 
+def _fences(fenced: bool, run: int, text: str) -> tuple[bool, int]:
+    """The fence state after ``text`` follows released text that was ``fenced`` and ended with
+    ``run`` backticks: each run of backticks counts ``len // 3`` fences (as ``str.count("```")``
+    of the whole text does), whatever the chunks it arrived in. Returns (fenced, trailing run)."""
+    if "`" not in text:
+        return fenced, 0
+    for char in text:
+        if char == "`":
+            run += 1
+            if run % 3 == 0:
+                fenced = not fenced
+        else:
+            run = 0
+    return fenced, run
+
+
 def parse_calls(text: str, tools: Sequence[Mapping[str, Any]]) -> list[Call] | None:
     """The calls ``text`` (a whole candidate run, e.g. a complete answer after its prose) is
     made of, or None when it is not only calls of offered tools."""
@@ -306,13 +322,13 @@ class ToolCallRescuer:
     """Feed answer text as it arrives; get ``Text`` to show now and, at ``finish``, the ``Call``s
     the answer ended with. See the module docstring for the rule."""
 
-    __slots__ = ("_blank", "_fenced", "_held", "_line_start", "_offered", "_tail")
+    __slots__ = ("_blank", "_fenced", "_held", "_line_start", "_offered", "_run")
 
     def __init__(self, tools: Sequence[Mapping[str, Any]]) -> None:
         self._offered = offered_tools(tools)
         self._line_start = True  # at the start of the answer or of a line (spaces aside)
         self._fenced = False  # inside a ``` block
-        self._tail = ""  # the last two characters released (a fence split across chunks)
+        self._run = 0  # backticks at the end of what was released (a fence split across chunks)
         self._blank = ""  # whitespace held back: it may precede a call
         self._held: str | None = None  # the candidate run, from its first character
 
@@ -320,10 +336,7 @@ class ToolCallRescuer:
         """Text goes out: keeps the line-start and fence state."""
         if not text:
             return
-        joined = self._tail + text
-        if joined.count(_FENCE) % 2:
-            self._fenced = not self._fenced
-        self._tail = joined[-2:]
+        self._fenced, self._run = _fences(self._fenced, self._run, text)
         if out and isinstance(out[-1], Text):
             out[-1] = Text(out[-1].text + text)
         else:
@@ -344,6 +357,18 @@ class ToolCallRescuer:
             self._scan("", out, final=True)
         blank, self._blank = self._blank, ""
         self._release(blank, out)
+        return out
+
+    def release_held(self) -> list[Piece]:
+        """Everything held back, as text and unconverted (a structured tool call from Ollama
+        follows: the held text is no call of its own); the rescue starts again at a line
+        start, as after any block."""
+        out: list[Piece] = []
+        text = self._blank + (self._held or "")
+        self._held = None
+        self._blank = ""
+        self._release(text, out)
+        self._line_start = True
         return out
 
     def _scan(self, text: str, out: list[Piece], *, final: bool) -> None:
@@ -403,8 +428,8 @@ class ToolCallRescuer:
 
     def _fenced_at(self, text: str, start: int, index: int) -> bool:
         """Whether position ``index`` of ``text`` is inside a ``` block."""
-        before = self._tail + self._blank + text[start:index]
-        return self._fenced != bool(before.count(_FENCE) % 2)
+        fenced, _run = _fences(self._fenced, self._run, self._blank + text[start:index])
+        return fenced
 
     def _release_with_blank(self, text: str, out: list[Piece]) -> None:
         if not text:

@@ -39,6 +39,31 @@ def new_tool_use_id() -> str:
     return "toolu_" + secrets.token_hex(12)
 
 
+def start_events(message_id: str, model: str) -> list[Event]:
+    """``message_start`` and the first ``ping`` of a live stream (the usage follows in
+    ``message_delta``): the leader of a generation and a follower whose pings start its stream
+    send the same."""
+    return [
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    "id": message_id,
+                    "type": "message",
+                    "role": "assistant",
+                    "model": model,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                },
+            },
+        ),
+        ("ping", {"type": "ping"}),
+    ]
+
+
 def _held_back(text: str, stops: Sequence[str]) -> int:
     """How many trailing characters of ``text`` could still begin a stop sequence."""
     longest = 0
@@ -141,31 +166,14 @@ class ResponseAssembler:
     _chunks: int = 0
     rescued: list[str] = field(default_factory=list)
     _rescuer: ToolCallRescuer | None = None
+    _blank_after_tool: str = ""  # whitespace after a tool_use: text only if more text follows
 
     def __post_init__(self) -> None:
         if self.tools:
             self._rescuer = ToolCallRescuer(self.tools)
 
     def start_events(self) -> list[Event]:
-        return [
-            (
-                "message_start",
-                {
-                    "type": "message_start",
-                    "message": {
-                        "id": self.message_id,
-                        "type": "message",
-                        "role": "assistant",
-                        "model": self.model,
-                        "content": [],
-                        "stop_reason": None,
-                        "stop_sequence": None,
-                        "usage": {"input_tokens": 0, "output_tokens": 0},
-                    },
-                },
-            ),
-            ("ping", {"type": "ping"}),
-        ]
+        return start_events(self.message_id, self.model)
 
     # -- block helpers
     def _close(self, events: list[Event]) -> None:
@@ -203,6 +211,14 @@ class ResponseAssembler:
     def _emit_text(self, text: str, events: list[Event]) -> None:
         if not text:
             return
+        if self._open != "text" and self.content and self.content[-1]["type"] == "tool_use":
+            # Text after a tool call opens a new block: whitespace alone never does (it waits
+            # for more text, and is dropped at the end).
+            text = self._blank_after_tool + text
+            if not text.strip():
+                self._blank_after_tool = text
+                return
+            self._blank_after_tool = ""
         self._open_block("text", events)
         self.content[-1]["text"] += text
         if self.emit:
@@ -295,6 +311,18 @@ class ResponseAssembler:
             else:
                 self._feed_text(piece.text, events)
 
+    def _release_held(self, events: list[Event]) -> None:
+        """Ollama sent structured tool calls: the text the rescue still holds (whitespace, the
+        start of what might have been a call written as text) goes out as text first, in its
+        place before the calls. Whitespace alone opens no block."""
+        if self._rescuer is None:
+            return
+        for piece in self._rescuer.release_held():
+            if isinstance(piece, Call):  # release_held gives text only
+                continue
+            if piece.text.strip() or self._open == "text" or self._pending:
+                self._feed_text(piece.text, events)
+
     def _flush_pending(self, events: list[Event]) -> None:
         pending, self._pending = self._pending, ""
         self._emit_text(pending, events)
@@ -352,8 +380,11 @@ class ResponseAssembler:
                 self._model_text(text, events)
             if not self.finished:
                 calls = message.get("tool_calls")
-                if isinstance(calls, list):
+                if isinstance(calls, list) and calls:
+                    self._release_held(events)
                     for call in calls:
+                        if self.finished:  # a stop sequence in the released text
+                            break
                         self._emit_tool_call(call, events)
         if self.finished:  # a stop sequence or max_tokens: the answer ends before Ollama's counts
             self.cut_short = True

@@ -10,6 +10,7 @@ window").
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -25,6 +26,7 @@ from vastllm.proxy.names import key_or_none
 _log = logging.getLogger("vastllm.proxy.window")
 
 RETRY_AFTER = 30.0  # seconds before asking again for a model's context length after a failure
+RELEARN_AFTER = 600.0  # seconds a known context length is trusted by /health before asking again
 
 # llama-server's error (Ollama >= 0.33 with truncate: false), inside Ollama's {"error": "..."}.
 _REQUEST_EXCEEDS = re.compile(
@@ -106,6 +108,7 @@ class ContextWindow:
     _model_max: dict[str, int | None] = field(default_factory=dict)
     _asked_at: dict[str, float] = field(default_factory=dict)
     _logged: set[str] = field(default_factory=set)
+    _learning: dict[str, asyncio.Task[int | None]] = field(default_factory=dict)
 
     def served(self, model: str) -> int:
         """The window for ``model`` from what is known now (no I/O)."""
@@ -139,6 +142,22 @@ class ContextWindow:
                 await self.learn(backend, model)
         return self.served(model)
 
+    async def _known_or_learn(self, backend: Backend, model: str) -> int | None:
+        """The model's longest context for ``/health``: asked once, then again only after
+        ``RELEARN_AFTER`` s (``RETRY_AFTER`` s when Ollama did not say): an open route must not
+        call ``/api/show`` on every request."""
+        asked = self._asked_at.get(model)
+        known = self._model_max.get(model)
+        if asked is not None:
+            age = time.monotonic() - asked
+            if age < (RELEARN_AFTER if known is not None else RETRY_AFTER):
+                return known
+        task = self._learning.get(model)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self.learn(backend, model))
+            self._learning[model] = task
+        return await asyncio.shield(task)
+
     def _warn(self, message: str) -> None:
         if message not in self._logged:
             self._logged.add(message)
@@ -147,7 +166,7 @@ class ContextWindow:
     async def report(self, backend: Backend, model: str, loaded: Any) -> dict[str, Any]:
         """The ``/health`` field: served, configured, the model's maximum, the context it is
         loaded with (``/api/ps``), and warnings for a mismatch."""
-        limit = await self.learn(backend, model)
+        limit = await self._known_or_learn(backend, model)
         served = self.served(model)
         warnings: list[str] = []
         if limit is not None and limit < self.configured:

@@ -48,21 +48,31 @@ def test_fifty_identical_requests_on_a_cold_cache_make_one_generation(
 
 
 def test_pings_while_the_first_token_is_awaited_then_the_answer(ollama_emulator, start_proxy):
-    backend = ollama_emulator(preload=[MODEL], faults={"chunk_delay": 1.2})  # per chunk
-    proxy = start_proxy(backend.url, "", ping_interval=0.25)
+    # The first token takes >= 3 s (12 intervals of 0.25 s); the stream must start with pings
+    # long before it. Bounds in intervals, loose enough for a loaded 2-core machine, but a
+    # proxy that sends no pings (first byte with the first token, >= 3 s) fails them.
+    interval, delay = 0.25, 3.0
+    backend = ollama_emulator(preload=[MODEL], faults={"chunk_delay": delay})  # per chunk
+    proxy = start_proxy(backend.url, "", ping_interval=interval)
     request = body(f"a slow start {uuid.uuid4()}", stream=True, max_tokens=2)
     with httpx.Client(base_url=proxy.url, timeout=30) as http:
         started = time.monotonic()
         with http.stream("POST", "/v1/messages", json=request) as response:
-            first_byte = None
+            first_byte = first_token = None
             raw = b""
             for piece in response.iter_bytes():
-                first_byte = first_byte or time.monotonic() - started
+                now = time.monotonic() - started
+                first_byte = first_byte or now
                 raw += piece
+                if first_token is None and b"content_block_delta" in raw:
+                    first_token = now
     events = parse_sse(raw.decode())
     names = [name for name, _ in events]
     assert first_byte is not None
-    assert first_byte < 0.8
+    assert first_token is not None
+    assert first_token >= delay * 0.9, first_token  # the backend really was slow
+    assert first_byte < 8 * interval, first_byte  # pings began within a few intervals
+    assert first_token - first_byte > 2 * interval, (first_byte, first_token)
     assert names[0] == "message_start"
     assert names[: names.index("content_block_start")].count("ping") >= 3
     assert names[-1] == "message_stop"

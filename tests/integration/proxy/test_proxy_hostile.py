@@ -163,6 +163,42 @@ def test_body_cap_per_route(start_proxy):
         assert response.json()["error"]["type"] == "request_too_large"
 
 
+@pytest.mark.parametrize("key_header", [b"", b"x-api-key: wrong\r\n"], ids=["no-key", "bad-key"])
+def test_a_20_mib_body_without_the_key_gets_401_before_it_is_read(start_proxy, key_header):
+    """A key-less client declares 20 MiB, sends 1 MiB and stalls: the 401 comes at once (the
+    proxy does not wait for, nor buffer, the body), Anthropic-shaped, and memory stays flat."""
+    proxy = start_proxy(DEAD_BACKEND, api_key=API_KEY, body_timeout=20)
+    pid = proxy.process.pid
+    before = rss_kb(pid)
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/messages HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            + key_header
+            + b"Content-Length: %d\r\n\r\n" % (20 << 20)
+        )
+        sock.sendall(b"x" * (1 << 20))
+        sock.settimeout(5)
+        raw = b""
+        while b"\r\n\r\n" not in raw or len(raw.partition(b"\r\n\r\n")[2]) < int(
+            split_response(raw)[1].get("content-length", "1")
+        ):
+            chunk = sock.recv(65536)  # TimeoutError here: the proxy waited for the body
+            assert chunk, raw
+            raw += chunk
+    waited = time.monotonic() - started
+    data = assert_json_error(raw, 401, "authentication_error")
+    assert "API key" in data["error"]["message"]
+    assert split_response(raw)[1]["x-should-retry"] == "false"
+    assert waited < 3, waited
+    assert rss_kb(pid) - before < 8 * 1024, (before, rss_kb(pid))
+    # The key-holder is served as before, also with a large body (here: malformed JSON -> 400).
+    response = httpx.post(
+        proxy.url + "/v1/messages", content=b"x" * (2 << 20), headers={"x-api-key": API_KEY}
+    )
+    assert response.status_code == 400
+
+
 def test_a_stalled_body_gets_408(start_proxy):
     proxy = start_proxy(DEAD_BACKEND, body_timeout=1)
     started = time.monotonic()

@@ -162,6 +162,9 @@ vastllm_requests_total{route="count_tokens",status="200"} 2
 vastllm_requests_total{route="health",status="200"} 40
 vastllm_requests_total{route="messages",status="200"} 7
 vastllm_requests_total{route="messages",status="529"} 1
+vastllm_requests_total{route="messages",status="401"} 900
+vastllm_requests_total{route="count_tokens",status="401"} 50
+vastllm_requests_total{route="messages",status="304"} 1
 vastllm_requests_total{route="metrics",status="200"} 12
 # TYPE vastllm_cache_hit_ratio gauge
 vastllm_cache_hit_ratio 0.5
@@ -169,9 +172,33 @@ vastllm_cache_hit_ratio 0.5
 
 
 def test_requests_from_metrics_counts_only_the_client_routes():
-    assert requests_from_metrics(METRICS, ["messages", "count_tokens"]) == 10
-    assert requests_from_metrics(METRICS, ["messages"]) == 8
+    assert requests_from_metrics(METRICS, ["messages", "count_tokens"]) == 10  # 2 + 7 + 1 (304)
+    assert requests_from_metrics(METRICS, ["messages"]) == 8  # 7 + 1 (304); 529, 401 not
     assert requests_from_metrics(METRICS, []) == 0
+
+
+def test_requests_from_metrics_ignores_refused_requests():
+    """A scanner posting to /v1/messages without the key (401) must not keep the instance
+    alive: only answers below 400 count."""
+    only_refused = (
+        "# TYPE vastllm_requests_total counter\n"
+        'vastllm_requests_total{route="messages",status="401"} 5000\n'
+        'vastllm_requests_total{route="messages",status="413"} 3\n'
+        'vastllm_requests_total{status="400",route="count_tokens"} 2\n'
+    )
+    assert requests_from_metrics(only_refused, ["messages", "count_tokens"]) == 0
+    state = advance_idle(IdleState(idle_since=0.0), 10, 0)
+    more_401s = only_refused.replace("5000", "9000")
+    assert advance_idle(state, 20, requests_from_metrics(more_401s, ["messages"])).idle_since == 0.0
+
+
+def test_requests_from_metrics_label_order_and_bad_status():
+    text = (
+        'vastllm_requests_total{status="200",route="messages"} 3\n'
+        'vastllm_requests_total{route="messages",status="x"} 4\n'
+        'vastllm_requests_total{route="messages"} 5\n'
+    )
+    assert requests_from_metrics(text, ["messages"]) == 3
 
 
 def test_requests_from_metrics_without_requests_yet():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from vastllm.proxy import health
 from vastllm.proxy.app import create_app
 from vastllm.proxy.config import Settings
 from vastllm.proxy.errors import (
@@ -801,3 +803,114 @@ async def test_deep_json_at_the_limit_is_answered(client, backend):
 async def test_x_api_key_is_trimmed_like_a_bearer_value(client):
     answer = await client.post("/v1/messages", json=BASIC, headers={"x-api-key": f" {KEY}\t"})
     assert answer.status_code == 200
+
+
+async def test_a_ping_started_follower_gets_the_leaders_message_start():
+    """A streaming follower whose pings start its stream sends the same message_start as the
+    leader (type, role, stop_reason, stop_sequence, usage), only its own id; the SDK's types
+    accept it and its accumulated message equals the leader's."""
+    from anthropic.types import Message, RawMessageStartEvent
+
+    backend = SlowBackend(0.45)
+    app = create_app(
+        settings(redis_url="redis://cache", ping_interval=0.1),
+        backend=backend,
+        redis_client=FakeRedis(),
+    )
+    streamed = {**BASIC, "stream": True}
+    async with serve(app) as http:
+        leader = asyncio.create_task(http.post("/v1/messages", json=streamed, headers=HEADERS))
+        await asyncio.sleep(0.05)
+        follower = await http.post("/v1/messages", json=streamed, headers=HEADERS)
+        leader_answer = await leader
+    assert len(backend.chats) == 1
+    assert follower.headers["x-cache"] == "shared"
+    starts = []
+    for answer in (leader_answer, follower):
+        events = parse_sse(answer.text)
+        names = [name for name, _ in events]
+        assert names[:2] == ["message_start", "ping"]
+        assert names[: names.index("content_block_start")].count("ping") >= 2  # ping-started
+        RawMessageStartEvent.model_validate(events[0][1])
+        start = events[0][1]["message"]
+        starts.append({key: value for key, value in start.items() if key != "id"})
+        # What a client accumulates: message_start, then the blocks, then message_delta.
+        message = dict(start)
+        content: list[dict[str, Any]] = []
+        for name, data in events:
+            if name == "content_block_start":
+                content.append(dict(data["content_block"]))
+            elif name == "content_block_delta":
+                content[data["index"]]["text"] += data["delta"]["text"]
+            elif name == "message_delta":
+                message.update(data["delta"])
+                message["usage"] = {**message["usage"], **data["usage"]}
+        message["content"] = content
+        final = Message.model_validate(message)
+        assert (final.type, final.role, final.stop_reason) == ("message", "assistant", "end_turn")
+        assert final.content[0].text == "Hello"
+    assert starts[0] == starts[1]
+    assert set(starts[0]) == {
+        "type",
+        "role",
+        "model",
+        "content",
+        "stop_reason",
+        "stop_sequence",
+        "usage",
+    }
+
+
+class CountingBackend(FakeBackend):
+    """FakeBackend counting its info calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def _check(self, call: str) -> None:
+        self.calls[call] = self.calls.get(call, 0) + 1
+        super()._check(call)
+
+
+class CountingRedis(FakeRedis):
+    def __init__(self) -> None:
+        super().__init__()
+        self.pings = 0
+
+    async def ping(self) -> bool:
+        self.pings += 1
+        return True
+
+
+async def test_rapid_health_calls_do_not_fan_out_to_the_backend():
+    """/health is open to anyone: 200 rapid calls (concurrent and one after another, across
+    /health and /health/readiness) cost a bounded number of backend and Redis calls: the probe
+    results are shared for a short time, the model's window is learned once."""
+    backend = CountingBackend()
+    redis = CountingRedis()
+    app = create_app(settings(redis_url="redis://cache"), backend=backend, redis_client=redis)
+    async with serve(app) as http:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(http.get("/health") for _ in range(100)))
+        for n in range(100):
+            answers.append(await http.get("/health/readiness" if n % 2 else "/health"))
+        elapsed = time.monotonic() - started
+    assert all(answer.status_code == 200 for answer in answers)
+    assert answers[-2].json()["status"] == "ok"
+    windows = 2 + int(elapsed / health.PROBE_TTL)  # probe rounds the time allows, at most
+    for name in ("version", "model_names", "loaded_model_names", "loaded_context_lengths"):
+        assert backend.calls[name] <= windows, (name, backend.calls, elapsed)
+    assert redis.pings <= windows, redis.pings
+    assert backend.calls["context_length"] <= 2  # startup's check, and at most one from /health
+
+
+async def test_health_sees_a_change_after_the_probe_ttl(monkeypatch):
+    monkeypatch.setattr(health, "PROBE_TTL", 0.05)
+    backend = CountingBackend()
+    app = create_app(settings(), backend=backend)
+    async with serve(app) as http:
+        assert (await http.get("/health")).json()["status"] == "ok"
+        backend.down.add("version")
+        await asyncio.sleep(0.1)
+        assert (await http.get("/health")).json()["status"] == "down"

@@ -237,3 +237,118 @@ async def test_answers_over_the_entry_limit_are_not_cached():
     assert cache.memory.get("large") is None
     assert cache.too_large == 1
     assert AnswerCache(redis, ttl=60).max_entry_bytes == 1024 * 1024
+
+
+# --------------------------------------------------------------------------- key before body
+
+
+class CountingReceive:
+    """A request body of ``size`` bytes in 1 MiB chunks; counts the reads."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.reads = 0
+
+    async def __call__(self) -> dict:
+        self.reads += 1
+        if self.left <= 0:
+            await asyncio.sleep(3600)
+        chunk = min(self.left, 1 << 20)
+        self.left -= chunk
+        return {"type": "http.request", "body": b"x" * chunk, "more_body": self.left > 0}
+
+
+class KeyedApp:
+    """Answers 401 like the routes do (before reading the body) unless the key is right."""
+
+    def __init__(self, key: str) -> None:
+        from vastllm.proxy.auth import KeyCheck
+
+        self.check = KeyCheck(key)
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if not self.check.accepts(scope["headers"]):
+            body = b'{"type":"error","error":{"type":"authentication_error","message":"no"}}'
+            await send({"type": "http.response.start", "status": 401, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+            return
+        message = await receive()
+        self.bodies.append(message["body"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"x-api-key", b"wrong")],
+        [(b"authorization", b"Bearer wrong")],
+        [(b"authorization", b"Basic secret-key")],
+        [(b"x-api-key", b"wrong"), (b"authorization", b"Bearer secret-key")],
+    ],
+    ids=["none", "wrong-x-api-key", "wrong-bearer", "not-bearer", "x-api-key-wins"],
+)
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+async def test_a_large_body_without_the_key_is_never_read(headers, path):
+    """20 MiB posted without the right key: 401 from the app, not one read of the body (today
+    the guard buffered up to max_request_bytes before the key was looked at)."""
+    app = KeyedApp("secret-key")
+    receive = CountingReceive(20 << 20)
+    declared = [(b"content-length", str(20 << 20).encode()), *headers]
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    await asyncio.wait_for(
+        guard(app, api_key="secret-key")(http_scope("POST", path, declared), receive, send), 5
+    )
+    assert sent[0]["status"] == 401
+    assert receive.reads == 0
+    assert app.bodies == []
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [(b"x-api-key", b"  secret-key \t")],
+        [(b"authorization", b"bearer  secret-key ")],
+        [(b"authorization", b"Bearer secret-key")],
+    ],
+)
+async def test_a_body_with_the_key_is_read_whole(headers):
+    app = KeyedApp("secret-key")
+    receive = CountingReceive(3 << 20)
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    await guard(app, api_key="secret-key")(
+        http_scope("POST", "/v1/messages", headers), receive, send
+    )
+    assert sent[0]["status"] == 200
+    assert [len(body) for body in app.bodies] == [3 << 20]
+
+
+async def test_without_the_key_an_app_that_reads_gets_the_small_cap_only():
+    """Should a route read the body of a key-less request after all, it gets no more than
+    max_other_body_bytes: the guard answers 413 and the app sees a disconnect."""
+    app = Recorder(silent=True)
+    status, headers, body = await run(
+        guard(app, api_key="k", max_other_body_bytes=100),
+        http_scope("POST", "/v1/messages"),
+        [b"x" * 60, b"y" * 60],
+    )
+    assert status == 413
+    assert headers["connection"] == "close"
+    assert app.messages == [{"type": "http.disconnect"}]
+    app = Recorder()
+    status, _, body = await run(
+        guard(app, api_key="k", max_other_body_bytes=100),
+        http_scope("POST", "/v1/messages"),
+        [b"x" * 60, b"y" * 40],
+    )
+    assert (status, json.loads(body)) == (200, {"got": 100})

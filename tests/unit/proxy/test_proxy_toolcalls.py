@@ -7,6 +7,8 @@ import itertools
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vastllm.proxy.toolcalls import Call, Text, ToolCallRescuer, parse_calls
 from vastllm.proxy.translate_response import ResponseAssembler
@@ -280,3 +282,201 @@ def test_a_call_cut_by_the_length_limit_stays_text_with_max_tokens():
         assembler.feed(chunk)
     assert assembler.message()["content"] == [{"type": "text", "text": XML[:20]}]
     assert assembler.message()["stop_reason"] == "max_tokens"
+
+
+# ------------------------------------------------ text held by the rescue, then Ollama's own call
+
+
+def structured_chunks(*texts: str, after: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """``texts`` as content chunks, then a chunk with Ollama's structured ``tool_calls``, then
+    ``after`` as content chunks, then the done chunk."""
+    call = {"function": {"name": "Bash", "arguments": {"command": "ls"}}}
+    out = [{"message": {"role": "assistant", "content": t}, "done": False} for t in texts]
+    out.append({"message": {"role": "assistant", "content": "", "tool_calls": [call]}})
+    out += [{"message": {"role": "assistant", "content": t}, "done": False} for t in after]
+    out.append(
+        {
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "stop",
+            "prompt_eval_count": 10,
+            "eval_count": 3,
+        }
+    )
+    return out
+
+
+def feed_all(chunk_list: list[dict[str, Any]], *, emit: bool) -> tuple[ResponseAssembler, list]:
+    assembler = ResponseAssembler(
+        message_id="msg_1", model="m", emit=emit, tools=TOOLS, new_tool_id=lambda: "toolu_1"
+    )
+    events = list(assembler.start_events())
+    for chunk in chunk_list:
+        events += assembler.feed(chunk)
+    assert assembler.finished
+    return assembler, events
+
+
+def streamed_content(events: list) -> list[dict[str, Any]]:
+    """The content blocks a client rebuilds from the events (as the SDK accumulates them)."""
+    blocks: list[dict[str, Any]] = []
+    for name, data in events:
+        if name == "content_block_start":
+            assert data["index"] == len(blocks)
+            blocks.append(dict(data["content_block"]))
+        elif name == "content_block_delta":
+            delta = data["delta"]
+            if delta["type"] == "text_delta":
+                blocks[data["index"]]["text"] += delta["text"]
+            elif delta["type"] == "input_json_delta":
+                import json
+
+                blocks[data["index"]]["input"] = json.loads(delta["partial_json"])
+    return blocks
+
+
+TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
+
+
+@pytest.mark.parametrize(
+    ("texts", "after", "expected_text"),
+    [
+        (("Let me check.\n\n",), (), "Let me check.\n\n"),
+        (("Let me check.", "\n", "\n"), (), "Let me check.\n\n"),
+        (("Run:\n<",), (), "Run:\n<"),
+        (("Run:\n", "<"), (), "Run:\n<"),
+        (("Run:\n<func",), (), "Run:\n<func"),
+        (('Run:\n{"name": "Ba',), (), 'Run:\n{"name": "Ba'),
+        (("Let me check.",), ("\n\n",), "Let me check."),
+        (("Let me check.\n\n",), ("\n", " "), "Let me check.\n\n"),
+    ],
+)
+@pytest.mark.parametrize("emit", [True, False], ids=["stream", "non-stream"])
+def test_text_held_by_the_rescue_is_released_before_ollamas_own_tool_call(
+    texts, after, expected_text, emit
+):
+    """The rescue held the end of the text (whitespace, a possible call start); Ollama then
+    sent a structured call: the held text goes out as text *before* the tool_use, nothing
+    whitespace-only follows it."""
+    assembler, events = feed_all(structured_chunks(*texts, after=after), emit=emit)
+    expected = [{"type": "text", "text": expected_text}, TOOL_USE]
+    assert assembler.message()["content"] == expected
+    assert assembler.message()["stop_reason"] == "tool_use"
+    assert assembler.rescued == []
+    if emit:
+        assert streamed_content(events) == expected
+
+
+@pytest.mark.parametrize("emit", [True, False], ids=["stream", "non-stream"])
+def test_one_chunk_with_text_and_tool_calls_and_a_whitespace_only_answer(emit):
+    call = {"function": {"name": "Bash", "arguments": {"command": "ls"}}}
+    done = {
+        "message": {"role": "assistant", "content": "Let me check.\n\n", "tool_calls": [call]},
+        "done": True,
+        "done_reason": "stop",
+        "prompt_eval_count": 10,
+        "eval_count": 3,
+    }
+    assembler, events = feed_all([done], emit=emit)
+    expected = [{"type": "text", "text": "Let me check.\n\n"}, TOOL_USE]
+    assert assembler.message()["content"] == expected
+    # Only whitespace before the call: no whitespace-only text block at all.
+    assembler, events = feed_all(structured_chunks("\n\n", after=("\n",)), emit=emit)
+    assert assembler.message()["content"] == [TOOL_USE]
+    if emit:
+        assert streamed_content(events) == [TOOL_USE]
+
+
+def test_a_stop_sequence_in_the_held_text_ends_the_answer_before_the_call():
+    assembler = ResponseAssembler(
+        message_id="msg_1",
+        model="m",
+        emit=False,
+        tools=TOOLS,
+        stop_sequences=("<STOP",),
+        new_tool_id=lambda: "toolu_1",
+    )
+    for chunk in structured_chunks("Run:\n<ST", "OP"):
+        assembler.feed(chunk)
+        if assembler.finished:
+            break
+    assert assembler.message()["content"] == [{"type": "text", "text": "Run:\n"}]
+    assert assembler.message()["stop_reason"] == "stop_sequence"
+
+
+# ------------------------------------------------------------ fences split across chunks
+
+
+FENCED_TEXTS = [
+    "Example:\n````\n" + XML + "\n````\nThen:\n" + XML,
+    "````\n" + XML,
+    "Example:\n````\n" + XML,
+    "```\n" + XML + "\n```\n" + XML,
+    "``````\n" + XML,
+    "`````\n" + XML,
+    "a ``` b ```` c\n" + XML,
+    "```` ``\n" + JSON,
+    "``\n`" + XML,
+]
+
+
+@pytest.mark.parametrize("text", FENCED_TEXTS)
+def test_fences_split_at_every_point_decide_as_the_whole_text(text):
+    whole = rescue(text)
+    for result in every_split(text):
+        assert result == whole
+    # Two-character pieces too (a fence split 2+1, 1+2, and across three pieces).
+    assert rescue(text, list(range(2, len(text), 2))) == whole
+    assert rescue(text, list(range(1, len(text), 3))) == whole
+
+
+def test_a_four_backtick_fence_split_after_three_is_one_fence():
+    text = "````\n" + XML
+    assert rescue(text) == rescue(text, [3]) == rescue(text, [3, 4])
+
+
+_PIECES = st.sampled_from(
+    [
+        "`",
+        "``",
+        "```",
+        "````",
+        "\n",
+        " ",
+        "x",
+        "Run:",
+        "\n\n",
+        XML,
+        XML_ONE_LINE,
+        WRAPPED,
+        JSON,
+        "<",
+        "{",
+        "<function=Bash>",
+        "</function>",
+        '{"name": "Bash"',
+        "}",
+    ]
+)
+
+
+_PROSE = st.lists(st.sampled_from(["`", "``", "````", "\n", " ", "x", "Run:"]), max_size=8)
+_ENDING = st.sampled_from(["", "\n" + XML, "\n" + JSON, "\n" + WRAPPED, "\n" + XML + "\n"])
+
+
+@given(
+    parts=st.one_of(
+        st.lists(_PIECES, min_size=1, max_size=10),
+        st.tuples(_PROSE, _ENDING).map(lambda pair: [*pair[0], pair[1]]),
+    ),
+    data=st.data(),
+)
+@settings(max_examples=500, deadline=None, derandomize=True)
+def test_streaming_at_random_split_points_equals_the_whole_text(parts, data):
+    """Property: for any text made of fences, line breaks and (partial) calls, and any split
+    points, the streamed pieces (adjacent texts joined) equal the whole-text result."""
+    text = "".join(parts)
+    if len(text) < 2:
+        return
+    cuts = data.draw(st.lists(st.integers(min_value=1, max_value=len(text) - 1), max_size=12))
+    assert rescue(text, sorted(set(cuts))) == rescue(text)

@@ -159,3 +159,24 @@ async def test_without_an_answer_from_ollama_the_configured_window_is_used():
     assert backend.chats[-1]["options"]["num_ctx"] == 8192
     assert health["context_window"]["served"] == 8192
     assert health["context_window"]["model_max"] is None
+
+
+async def test_health_reports_learn_the_window_once_even_concurrently():
+    import asyncio
+
+    from vastllm.proxy.window import ContextWindow
+
+    class Slow:
+        calls = 0
+
+        async def context_length(self, model):
+            Slow.calls += 1
+            await asyncio.sleep(0.05)
+            return 32768
+
+    window = ContextWindow(65536)
+    backend = Slow()
+    reports = await asyncio.gather(*(window.report(backend, "m", {}) for _ in range(20)))
+    reports.append(await window.report(backend, "m", {}))
+    assert Slow.calls == 1
+    assert {r["served"] for r in reports} == {32768}
