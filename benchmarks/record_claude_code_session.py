@@ -31,7 +31,6 @@ import contextlib
 import json
 import lzma
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ import aiohttp
 from aiohttp import web
 
 from vastllm_lab.ollama.process import LabOllamaProcess
-from vastllm_lab.testing import free_port
+from vastllm_lab.testing import claude_code_env, find_claude_code, free_port, run_claude
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL = "qwen3-coder:30b"
@@ -189,30 +188,15 @@ def claude_version(claude: str) -> str:
 
 
 def claude_env(base_url: str, home: Path, attribution_off: bool) -> dict[str, str]:
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": str(home),
-        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
-        "ANTHROPIC_BASE_URL": base_url,
-        "ANTHROPIC_AUTH_TOKEN": TOKEN,
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        # anything not aimed at the recorder goes to a closed loopback port
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "HTTP_PROXY": "http://127.0.0.1:9",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    if attribution_off:
-        env["CLAUDE_CODE_ATTRIBUTION_HEADER"] = "0"
-    return env
+    extra = {"CLAUDE_CODE_ATTRIBUTION_HEADER": "0"} if attribution_off else {}
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return claude_code_env(base_url, TOKEN, home, path=path, **extra)
 
 
 def record(
     sessions: dict[str, tuple[str, ...]], attribution_off: bool
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    claude = shutil.which("claude")
+    claude = find_claude_code()
     if claude is None:
         raise SystemExit("claude is not on PATH (PATH=$PWD/.cache/npm/node_modules/.bin:$PATH)")
     version = claude_version(claude)
@@ -234,19 +218,11 @@ def record(
                 env = claude_env(recorder.url, home, attribution_off)
                 for session, turns in sessions.items():
                     for index, text in enumerate(turns):
-                        args = [claude, "-p", text, "--max-turns", "3", "--model", "sonnet"]
+                        args = ["--max-turns", "3", "--model", "sonnet"]
                         if index:
-                            args.insert(1, "--continue")
+                            args.insert(0, "--continue")
                         before = len(recorder.records)
-                        done = subprocess.run(
-                            args,
-                            cwd=work,
-                            env=env,
-                            capture_output=True,
-                            text=True,
-                            timeout=300,
-                            stdin=subprocess.DEVNULL,
-                        )
+                        done = run_claude(claude, text, args, env=env, cwd=work, timeout=300)
                         for rec in recorder.records[before:]:
                             rec["session"], rec["turn"] = session, index + 1
                         sent = len(recorder.records) - before

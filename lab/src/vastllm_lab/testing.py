@@ -1,5 +1,7 @@
-"""What the tests and the benchmarks share: a free loopback port, the Docker check, and the
-environment that runs Ansible from a checkout the way a user does.
+"""What the tests and the benchmarks share: a free loopback port, the Docker check, the
+environment that runs Ansible from a checkout the way a user does, whether the local lab host
+answers, and running Claude Code (`claude -p`) on loopback with a throw-away home.
+(The redis-server and proxy processes of the integration tests: `testing_services`.)
 
     from vastllm_lab.testing import ansible_env, docker_available, free_port
 
@@ -11,14 +13,30 @@ environment that runs Ansible from a checkout the way a user does.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .host import docker_problem
 
-__all__ = ["ansible_env", "docker_available", "docker_problem", "free_port"]
+__all__ = [
+    "LAB_SSH_PORT",
+    "ansible_env",
+    "claude_code_env",
+    "docker_available",
+    "docker_problem",
+    "find_claude_code",
+    "free_port",
+    "lab_host_up",
+    "run_claude",
+    "ssh_banner",
+]
+
+# Where `vastllm-lab host up` publishes the lab host's sshd (its default --ssh-port).
+LAB_SSH_PORT = 2222
 
 # Settings of the caller's shell that would change what the commands under test do or reach.
 _DROPPED_PREFIXES = ("ANSIBLE_", "VAST_")
@@ -68,3 +86,79 @@ def ansible_env(
         env.update(HOME=str(home), ANSIBLE_LOCAL_TEMP=str(Path(home) / "ansible-tmp"))
     env.update(overrides)
     return env
+
+
+def lab_host_up(key_file: str | os.PathLike[str], port: int = LAB_SSH_PORT) -> bool:
+    """Whether the local lab host is running: its key file exists and an SSH server greets on
+    127.0.0.1:`port`."""
+    return Path(key_file).exists() and ssh_banner(port)
+
+
+def ssh_banner(port: int, timeout: float = 2) -> bool:
+    """Whether an SSH server greets (`SSH-...`) on 127.0.0.1:`port` within `timeout` seconds."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            return conn.recv(64).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def find_claude_code(*, required: bool = False) -> str | None:
+    """The `claude` CLI on PATH, or None; RuntimeError instead when `required` (as in CI)."""
+    claude = shutil.which("claude")
+    if claude is None and required:
+        raise RuntimeError("Claude Code is not installed: scripts/setup.sh installs it from npm")
+    return claude
+
+
+def claude_code_env(
+    base_url: str,
+    token: str,
+    home: str | os.PathLike[str],
+    *,
+    path: str = "/usr/local/bin:/usr/bin:/bin",
+    **extra: str,
+) -> dict[str, str]:
+    """The whole environment of a Claude Code run against `base_url` (the proxy, or something
+    in front of it): HOME and CLAUDE_CONFIG_DIR under `home`, no non-essential traffic, and any
+    other HTTP(S) sent to a closed loopback port. `extra` comes last."""
+    env = {
+        "PATH": path,
+        "HOME": str(home),
+        "CLAUDE_CONFIG_DIR": str(Path(home) / ".claude"),
+        "ANTHROPIC_BASE_URL": base_url,
+        "ANTHROPIC_AUTH_TOKEN": token,
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_TELEMETRY": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+        # anything not aimed at base_url goes to a closed loopback port
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    env.update(extra)
+    return env
+
+
+def run_claude(
+    claude: str,
+    prompt: str,
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str],
+    cwd: str | os.PathLike[str] | None = None,
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """`claude -p PROMPT ARGS...` (print mode), output captured as text, no stdin."""
+    return subprocess.run(
+        [claude, "-p", prompt, *args],
+        env=dict(env),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )

@@ -4,45 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cli_helpers import LAB_KEY, LAB_VARS, REPO
 
-from vastllm_lab.testing import ansible_env
+from vastllm_lab.testing import LAB_SSH_PORT, ansible_env, lab_host_up
 from vastllm_lab.vastai.server import LabServer
 from vastllm_lab.vastai.state import LabState
-
-REPO = Path(__file__).resolve().parents[3]
-LAB_KEY = REPO / ".lab" / "id_ed25519"
-LAB_SSH_PORT = 2222
-LAB_VARS = {
-    "vastllm_lab": True,
-    "ollama_archive_url": "file:///opt/vastllm-lab/mirror/ollama-linux-amd64.tar.zst",
-    "ollama_archive_checksum": "sha256:file:///opt/vastllm-lab/mirror/sha256sum.txt",
-    "proxy_host": "0.0.0.0",
-    "proxy_port": 8000,
-    "ansible_python_interpreter": "/usr/bin/python3",
-}
-
-
-def lab_host_up() -> bool:
-    if not LAB_KEY.exists():
-        return False
-    try:
-        with socket.create_connection(("127.0.0.1", LAB_SSH_PORT), timeout=2) as conn:
-            conn.settimeout(2)
-            return conn.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 @pytest.fixture
 def lab_host() -> None:
-    if not lab_host_up():
+    if not lab_host_up(LAB_KEY):
         pytest.skip("the lab host is not running (vastllm-lab host up)")
 
 
@@ -109,11 +86,6 @@ def cli_factory(tmp_path: Path) -> Iterator[Callable[[LabServer], Cli]]:
             from vastllm.cli.tunnel import stop_keeper
 
             stop_keeper(state)
-
-
-def verify_missing() -> str | None:
-    missing = [p for p in ("playbooks/verify.yml",) if not (REPO / p).is_file()]
-    return f"{', '.join(missing)} (issue 10) is not there yet" if missing else None
 
 
 os.environ.setdefault("VASTLLM_REPO", str(REPO))

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import LAB_KEY, REPO
 
-from conftest import LAB_KEY, REPO, verify_missing
 from vastllm.cli import tunnel
 from vastllm.cli.runner import run_playbook
-from vastllm_lab.testing import ansible_env, free_port
+from vastllm_lab.testing import ansible_env, free_port, ssh_banner
 from vastllm_lab.vastai.fixtures import make_instance
 
 pytestmark = pytest.mark.docker
@@ -33,17 +33,6 @@ def _spec(tmp_path: Path, port: int) -> dict:
     return tunnel.wanted_spec("t", target, port, 22, 0)  # forwards to the lab host's sshd itself
 
 
-def _banner(port: int) -> bool:
-    import socket
-
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=3) as conn:
-            conn.settimeout(3)
-            return conn.recv(16).startswith(b"SSH-")
-    except OSError:
-        return False
-
-
 def test_keeper_reconnects_is_idempotent_and_disconnects(lab_host, tmp_path):
     state_file, log = tmp_path / "t.json", tmp_path / "t.log"
     port = free_port()
@@ -52,7 +41,7 @@ def test_keeper_reconnects_is_idempotent_and_disconnects(lab_host, tmp_path):
     try:
         state = tunnel.wait_up(state_file, 30)
         assert stat.S_IMODE(state_file.stat().st_mode) == 0o600
-        assert _banner(port)
+        assert ssh_banner(port, timeout=3)
         keeper = int(state["pid"])
         # the keeper is in its own session: closing the terminal does not reach it
         assert os.getsid(keeper) == keeper
@@ -72,7 +61,7 @@ def test_keeper_reconnects_is_idempotent_and_disconnects(lab_host, tmp_path):
             time.sleep(0.2)
         else:
             raise AssertionError(f"no reconnect: {tunnel.read_state(state_file)} {log.read_text()}")
-        assert _banner(port)
+        assert ssh_banner(port, timeout=3)
         assert int(now["pid"]) == keeper
     finally:
         assert tunnel.stop_keeper(state_file)
@@ -165,8 +154,6 @@ def test_down_stops_then_destroys(double, cli_factory):
 
 @pytest.mark.slow
 def test_up_rents_with_cap_then_rerun_changes_nothing(lab_host, double, cli_factory):
-    if verify_missing():
-        pytest.skip(verify_missing())
     server = double(instances=[])
     cli = cli_factory(server)
     port = str(free_port())

@@ -8,29 +8,18 @@ double in-process. Every process started here is ours and stopped by its id.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
-from monitor_helpers import (
-    MODEL,
-    PROXY_KEY,
-    REDIS_SERVER,
-    ProxyProcess,
-    RedisServer,
-    RestartStandIn,
-    fake_proc1,
-)
+from monitor_helpers import MODEL, PROXY_KEY, MonitorProxy, RestartStandIn, fake_proc1
+
+from vastllm_lab.testing_services import RedisServer, running_redis
 
 
 @pytest.fixture
 def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
-    if not os.access(REDIS_SERVER, os.X_OK):
-        pytest.skip(f"{REDIS_SERVER} is not installed (apt-get install redis-server)")
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.kill()
+    with running_redis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -39,8 +28,8 @@ def ollama(ollama_emulator):
 
 
 @pytest.fixture
-def proxy(tmp_path, ollama, redis_server) -> Iterator[ProxyProcess]:
-    server = ProxyProcess(
+def proxy(tmp_path, ollama, redis_server) -> Iterator[MonitorProxy]:
+    server = MonitorProxy(
         tmp_path,
         {
             "VASTLLM_OLLAMA_URL": ollama.url,
@@ -49,8 +38,10 @@ def proxy(tmp_path, ollama, redis_server) -> Iterator[ProxyProcess]:
             "VASTLLM_API_KEY": PROXY_KEY,
         },
     )
-    yield server
-    server.stop()
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()
 
 
 @pytest.fixture

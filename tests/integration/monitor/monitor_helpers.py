@@ -4,108 +4,22 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from vastllm_lab.testing_services import ProxyProcess, die_with_parent
+
 REPO = Path(__file__).resolve().parents[3]
-REDIS_SERVER = "/usr/bin/redis-server"
 MODEL = "qwen3:0.6b"
 PROXY_KEY = "monitor-test-proxy-key-0123"
 SCOPED_KEY = "scoped-container-key-9876"
 INSTANCE_ID = 31337
 
 
-def die_with_parent() -> None:
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-def http_ok(url: str) -> bool:
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-class RedisServer:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def _ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )  # fmt: skip
-        wait_for(self._ping, 10, "redis-server")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(5)
-        self.process = None
-
-
-class ProxyProcess:
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = workdir / f"proxy-{self.port}.log"
-        full = {k: v for k, v in os.environ.items() if not k.startswith("VASTLLM_")}
-        full.update({"VASTLLM_HOST": "127.0.0.1", "VASTLLM_PORT": str(self.port)})
-        full.update(env)
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "vastllm.proxy"],
-            env=full,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
-
-        def up() -> bool:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"proxy exited early:\n{self.log_path.read_text()}")
-            return http_ok(self.url + "/health/liveness")
-
-        wait_for(up, 20, "the proxy")
+class MonitorProxy(ProxyProcess):
+    """The proxy the monitor watches, with a way to send it one message."""
 
     def message(self, text: str = "hello") -> int:
         import urllib.request
@@ -125,16 +39,6 @@ class ProxyProcess:
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self._log.close()
 
 
 class RestartStandIn:

@@ -3,23 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import socket
-import subprocess
-import time
-from pathlib import Path
-
-from vastllm_lab.testing import free_port
-
-REDIS_SERVER = "/usr/bin/redis-server"
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM when the test process dies (even by SIGKILL)."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
 
 MODEL = "qwen3-coder:30b"
 API_KEY = "test-key-0123456789"
@@ -75,83 +58,3 @@ def assert_anthropic_error(response, status: int, error_type: str) -> dict:
     assert body["error"]["message"]
     assert "Traceback" not in response.text
     return body
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise RuntimeError(f"timed out waiting for {what}")
-
-
-class RedisServer:
-    """A real redis-server on a free loopback port; kill() and restart() keep the port."""
-
-    def __init__(self, workdir: Path, extra_args: list[str] | None = None) -> None:
-        self.workdir = workdir
-        self.extra_args = extra_args or []
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def _ping(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
-        except OSError:
-            return False
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-                "--logfile",
-                "redis.log",
-                *self.extra_args,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,
-        )
-        wait_for(self._ping, 10, "redis-server")
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(5)
-        self.process = None
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def keys(self) -> list[str]:
-        import redis
-
-        client = redis.Redis.from_url(self.url)
-        try:
-            return sorted(k.decode() for k in client.keys("vastllm:*"))
-        finally:
-            client.close()
-
-    def flush(self) -> None:
-        import redis
-
-        client = redis.Redis.from_url(self.url)
-        try:
-            client.flushall()
-        finally:
-            client.close()

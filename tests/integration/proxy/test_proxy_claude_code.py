@@ -17,7 +17,6 @@ Seen with Claude Code 2.1.197: a `HEAD /` first, then `POST /v1/messages?beta=tr
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 
@@ -25,9 +24,9 @@ import httpx
 import pytest
 from proxy_helpers import API_KEY
 
-CLAUDE = shutil.which("claude")
-if CLAUDE is None and os.environ.get("CI") == "true":
-    raise RuntimeError("Claude Code is not installed: scripts/setup.sh installs it from npm")
+from vastllm_lab import testing
+
+CLAUDE = testing.find_claude_code(required=os.environ.get("CI") == "true")
 pytestmark = pytest.mark.skipif(
     CLAUDE is None,
     reason="Claude Code is not installed (scripts/setup.sh installs it into .cache/npm)",
@@ -35,29 +34,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def run_claude(proxy_url: str, token: str, home) -> tuple[subprocess.CompletedProcess, float]:
-    env = {
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
-        "ANTHROPIC_BASE_URL": proxy_url,
-        "ANTHROPIC_AUTH_TOKEN": token,
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        # anything not aimed at the proxy goes to a closed loopback port
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "HTTP_PROXY": "http://127.0.0.1:9",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
+    assert CLAUDE is not None
+    env = testing.claude_code_env(proxy_url, token, home)
     started = time.monotonic()
-    result = subprocess.run(
-        [CLAUDE, "-p", "Say hello in five words", "--max-turns", "1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-    )
+    result = testing.run_claude(CLAUDE, "Say hello in five words", ["--max-turns", "1"], env=env)
     return result, time.monotonic() - started
 
 

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 from proxy_helpers import API_KEY, MODEL
 
-CLAUDE = shutil.which("claude")
-if CLAUDE is None and os.environ.get("CI") == "true":
-    raise RuntimeError("Claude Code is not installed: scripts/setup.sh installs it from npm")
+from vastllm_lab import testing
+
+CLAUDE = testing.find_claude_code(required=os.environ.get("CI") == "true")
 pytestmark = pytest.mark.skipif(
     CLAUDE is None,
     reason="Claude Code is not installed (scripts/setup.sh installs it into .cache/npm)",
@@ -28,6 +27,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def run_claude(proxy_url: str, tmp_path, prompt: str) -> tuple[subprocess.CompletedProcess, list]:
+    assert CLAUDE is not None
     home, work, bindir = tmp_path / "home", tmp_path / "work", tmp_path / "bin"
     for folder in (home, work, bindir):
         folder.mkdir(exist_ok=True)
@@ -35,42 +35,12 @@ def run_claude(proxy_url: str, tmp_path, prompt: str) -> tuple[subprocess.Comple
     lab = bindir / "lab"
     lab.write_text(f"#!/bin/sh\necho ran > {tmp_path}/lab-ran\necho LAB-TOOL-OUTPUT\n")
     lab.chmod(0o755)
-    env = {
-        "PATH": f"{bindir}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": str(home),
-        "CLAUDE_CONFIG_DIR": str(home / ".claude"),
-        "ANTHROPIC_BASE_URL": proxy_url,
-        "ANTHROPIC_AUTH_TOKEN": API_KEY,
-        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        "DISABLE_AUTOUPDATER": "1",
-        "DISABLE_TELEMETRY": "1",
-        "DISABLE_ERROR_REPORTING": "1",
-        "HTTPS_PROXY": "http://127.0.0.1:9",
-        "HTTP_PROXY": "http://127.0.0.1:9",
-        "NO_PROXY": "127.0.0.1,localhost",
-    }
-    result = subprocess.run(
-        [
-            CLAUDE,
-            "-p",
-            prompt,
-            "--max-turns",
-            "3",
-            "--tools",
-            "Bash",
-            "--allowedTools",
-            "Bash",
-            "--output-format",
-            "stream-json",
-            "--verbose",
-        ],
-        env=env,
-        cwd=work,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
+    env = testing.claude_code_env(
+        proxy_url, API_KEY, home, path=f"{bindir}:/usr/local/bin:/usr/bin:/bin"
     )
+    args = ["--max-turns", "3", "--tools", "Bash", "--allowedTools", "Bash"]
+    args += ["--output-format", "stream-json", "--verbose"]
+    result = testing.run_claude(CLAUDE, prompt, args, env=env, cwd=work)
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     return result, events
 

@@ -11,7 +11,9 @@ import uuid
 import anthropic
 import httpx
 import pytest
-from proxy_helpers import API_KEY, BASIC, assert_anthropic_error, free_port, parse_sse, sse_text
+from proxy_helpers import API_KEY, BASIC, assert_anthropic_error, parse_sse, sse_text
+
+from vastllm_lab.testing import free_port
 
 MODEL = "qwen3-coder:30b"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from proxy_helpers import REDIS_SERVER, RedisServer
 
 from vastllm.proxy.resp import RedisError, RespClient
+from vastllm_lab.testing_services import REDIS_SERVER, RedisServer
 
 
 async def test_get_set_with_ttl_and_ping(redis_server):

@@ -7,33 +7,21 @@ Needs the local lab host (`vastllm-lab host up`: a Docker container with sshd pu
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 from vastai_itest_helpers import BIN, REPO, ansible_env, run_cmd
 
+from vastllm_lab.testing import LAB_SSH_PORT, lab_host_up
 from vastllm_lab.vastai.fixtures import make_instance
 
 pytestmark = pytest.mark.docker
 
-LAB_SSH_PORT = 2222
 KEY = REPO / ".lab" / "id_ed25519"
-
-
-def _lab_host_up() -> bool:
-    if not KEY.exists():
-        return False
-    try:
-        with socket.create_connection(("127.0.0.1", LAB_SSH_PORT), timeout=2) as conn:
-            conn.settimeout(2)
-            return conn.recv(64).startswith(b"SSH-")
-    except OSError:
-        return False
 
 
 @pytest.fixture
 def lab_host():
-    if not _lab_host_up():
+    if not lab_host_up(KEY):
         pytest.skip("the lab host is not running (vastllm-lab host up)")
 
 
