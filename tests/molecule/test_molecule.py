@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from vastllm_lab.testing import docker_available
+from vastllm_lab.testing import ansible_env, docker_available
 
 REPO = Path(__file__).resolve().parents[2]
 PHASES = ("destroy", "create", "converge", "idempotence", "check", "verify")
@@ -47,7 +47,8 @@ def test_molecule_default_scenario() -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PY_COLORS": "0", "ANSIBLE_FORCE_COLOR": "0", "NO_COLOR": "1"},
+            # this virtualenv's bin/ first on PATH (molecule runs ansible-playbook), no colours
+            env=ansible_env(REPO, PY_COLORS="0", NO_COLOR="1"),
         )
         assert proc.stdout is not None
         for line in proc.stdout:

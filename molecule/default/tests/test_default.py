@@ -15,7 +15,7 @@ import yaml
 
 ROLES = Path(__file__).resolve().parents[3] / "roles"
 KEY_FILE = "/etc/vastllm/proxy-api-key"
-PROGRAMS = ["ollama", "vastllm-redis", "vastllm-proxy"]
+PROGRAMS = ["ollama", "vastllm-redis", "vastllm-proxy", "vastllm-monitor"]
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +149,22 @@ def test_a_crashed_ollama_is_restarted(host, ollama_url):
         time.sleep(1)
     assert after != before, _log(host, "ollama")
     assert host.run(f"curl -sf {ollama_url}/api/version").rc == 0
+
+
+def test_monitor_config_and_records(host):
+    """The monitor config (0600) restarts each part through supervisorctl; the monitor records."""
+    config = host.file("/etc/vastllm/monitor.json")
+    assert config.mode == 0o600
+    settings = json.loads(config.content_string)
+    for component, program in (("ollama", "ollama"), ("redis", "vastllm-redis"),
+                               ("proxy", "vastllm-proxy")):  # fmt: skip
+        command = settings[f"restart_{component}"]
+        assert command[0].endswith("supervisorctl")
+        assert command[-2:] == ["restart", program]
+    assert settings["idle_stop_minutes"] == 0
+    assert settings["proxy_api_key_file"] == KEY_FILE
+    key = host.file(KEY_FILE).content_string.strip()
+    assert key
+    assert key not in config.content_string  # the file path only, never the key
+    report = _json(host, "/opt/vastllm/venv/bin/vastllm-monitor report --json")
+    assert report["last_record"] is not None
