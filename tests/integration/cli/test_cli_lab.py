@@ -173,6 +173,10 @@ def test_up_rents_with_cap_then_rerun_changes_nothing(lab_host, double, cli_fact
     assert again["tunnel"] == "keep"
     assert len(server.state.instances) == 1
     print(f"first up {first['seconds']} s, re-run {time.monotonic() - started:.0f} s")
+    table = cli("status")
+    assert "vastllm-1" in table.stdout
+    assert "spending" in table.stdout
+    print(table.stdout)  # the table a user sees (shown with pytest -s)
     assert cli.json("down", "--destroy", "--yes")["destroyed"]
 
 
