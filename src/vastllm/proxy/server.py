@@ -310,6 +310,8 @@ class GuardedProtocol(HttpToolsProtocol):
         try:
             self.transport.write_eof()
         except (NotImplementedError, OSError, RuntimeError):
+            # TLS transports cannot half-close, and a transport already torn down refuses it:
+            # then the answer goes out with a plain close.
             self.transport.close()
             return
         self.loop.call_later(LINGER_SECONDS, self.transport.close)

@@ -79,16 +79,12 @@ def clean_env(base: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    base = tmp_path_factory.mktemp("collection")
-    assert not base.resolve().is_relative_to(REPO.resolve())
-    env = clean_env(base)
-    workdir = base / "work"
-    workdir.mkdir()
+def build_artifact(source: Path, out: Path, env: dict[str, str], cwd: Path | None = None) -> Path:
+    """`ansible-galaxy collection build` of `source` into `out`; the one artifact it made."""
     build = subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(base), str(REPO)],
-        cwd=workdir,
+        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out)]
+        + [str(source)],
+        cwd=cwd or source,
         env=env,
         capture_output=True,
         text=True,
@@ -96,7 +92,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
         check=False,
     )
     assert build.returncode == 0, build.stdout + build.stderr
-    (artifact,) = base.glob("vastllm-stack-*.tar.gz")
+    (artifact,) = out.glob("vastllm-stack-*.tar.gz")
+    return artifact
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    base = tmp_path_factory.mktemp("collection")
+    assert not base.resolve().is_relative_to(REPO.resolve())
+    env = clean_env(base)
+    workdir = base / "work"
+    workdir.mkdir()
+    artifact = build_artifact(REPO, base, env, cwd=workdir)
     result = Installed(artifact, base / "collections", workdir, env)
     result.run(
         "ansible-galaxy",
@@ -149,18 +156,7 @@ def test_local_inventory_data_and_env_files_never_ship(tmp_path: Path) -> None:
     for name, text in planted.items():
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_text(text)
-    env = clean_env(tmp_path)
-    build = subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(tmp_path)],
-        cwd=source,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert build.returncode == 0, build.stdout + build.stderr
-    (artifact,) = tmp_path.glob("vastllm-stack-*.tar.gz")
+    artifact = build_artifact(source, tmp_path, clean_env(tmp_path))
     with tarfile.open(artifact) as tar:
         names = set(tar.getnames())
         contents = b"".join(
