@@ -81,9 +81,9 @@ def clean_env(base: Path) -> dict[str, str]:
 
 def build_artifact(source: Path, out: Path, env: dict[str, str], cwd: Path | None = None) -> Path:
     """`ansible-galaxy collection build` of `source` into `out`; the one artifact it made."""
+    command = [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out)]
     build = subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out)]
-        + [str(source)],
+        [*command, str(source)],
         cwd=cwd or source,
         env=env,
         capture_output=True,
