@@ -7,15 +7,25 @@ single-quoted; ``write_env_file`` writes it with mode 0600 (it holds the proxy k
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 
-# Claude Code 2.1.197 raises CLAUDE_CODE_AUTO_COMPACT_WINDOW to at least this (Math.max(1e5, …)).
+# When Claude Code 2.1.197 compacts (read in its binary, measured end to end by
+# tests/integration/proxy/test_proxy_claude_code_compact.py; docs/claude-code.md):
+#   window    = min(model context, max(COMPACT_WINDOW_FLOOR, CLAUDE_CODE_AUTO_COMPACT_WINDOW))
+#   effective = window - min(max output tokens, OUTPUT_RESERVE)
+#   threshold = min(floor(effective * CLAUDE_AUTOCOMPACT_PCT_OVERRIDE / 100), effective - BUFFER)
+# before a request whose count (the last answer's input + output tokens, plus the newer messages
+# at 3 characters a token) reaches the threshold. For a model name it does not know the context
+# is MODEL_CONTEXT and the max output 32,000. Only with CLAUDE_CODE_AUTO_COMPACT_WINDOW set: without
+# it, Claude Code compacts only after a "prompt is too long".
 COMPACT_WINDOW_FLOOR = 100_000
-# Below the floor, compaction is started at this many percentage points under window / floor.
-_PCT_MARGIN = 5
+OUTPUT_RESERVE = 20_000
+BUFFER = 13_000
+MODEL_CONTEXT = 200_000
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -53,12 +63,35 @@ def claude_code_env(
         "DISABLE_ERROR_REPORTING": "1",
         "DISABLE_BUG_COMMAND": "1",
     }
-    if window < COMPACT_WINDOW_FLOOR:
-        # Claude Code will not plan for less than 100,000 tokens: compact at a percentage of
-        # that floor which stays under the served window.
-        pct = max(window * 100 // COMPACT_WINDOW_FLOOR - _PCT_MARGIN, 1)
+    pct = compact_pct(window)
+    if pct is not None:
         env["CLAUDE_AUTOCOMPACT_PCT_OVERRIDE"] = str(pct)
     return env
+
+
+def compact_pct(window: int) -> int | None:
+    """``CLAUDE_AUTOCOMPACT_PCT_OVERRIDE`` for a served ``window`` (None from 100,000 up).
+
+    Claude Code plans for at least 100,000 tokens and applies the percentage to that minus its
+    output reserve (80,000): the largest whole percentage whose threshold leaves
+    ``OUTPUT_RESERVE`` tokens of the window free, the room Claude Code keeps for an answer (or a
+    compaction's summary) at any window. 65,536 -> 56 (compaction at 44,800 tokens).
+    """
+    if window >= COMPACT_WINDOW_FLOOR:
+        return None
+    effective = COMPACT_WINDOW_FLOOR - OUTPUT_RESERVE
+    return max((window - OUTPUT_RESERVE) * 100 // effective, 1)
+
+
+def compact_threshold(window: int) -> int:
+    """The count at which Claude Code 2.1.197 compacts under ``claude_code_env(..., window)``
+    when the model name is one it does not know (the comment on ``COMPACT_WINDOW_FLOOR``)."""
+    effective = min(MODEL_CONTEXT, max(COMPACT_WINDOW_FLOOR, window)) - OUTPUT_RESERVE
+    threshold = effective - BUFFER
+    pct = compact_pct(window)
+    if pct is not None:
+        threshold = min(math.floor(effective * (pct / 100)), threshold)  # as Claude Code does
+    return threshold
 
 
 def shell_quote(value: str) -> str:

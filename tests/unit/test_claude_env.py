@@ -7,7 +7,15 @@ import subprocess
 
 import pytest
 
-from vastllm.claude_env import claude_code_env, render_env_file, shell_quote, write_env_file
+from vastllm.claude_env import (
+    OUTPUT_RESERVE,
+    claude_code_env,
+    compact_pct,
+    compact_threshold,
+    render_env_file,
+    shell_quote,
+    write_env_file,
+)
 
 
 def test_every_tier_points_at_the_served_model_and_window():
@@ -31,9 +39,33 @@ def test_small_model_for_haiku_and_a_window_under_claude_codes_floor():
     env = claude_code_env("https://h", "k", "big", 65536, small_model="small")
     assert env["ANTHROPIC_DEFAULT_HAIKU_MODEL"] == "small"
     assert env["ANTHROPIC_DEFAULT_SONNET_MODEL"] == "big"
-    # Claude Code plans for at least 100k: compact at 60 % of that, under 65,536
-    assert env["CLAUDE_AUTOCOMPACT_PCT_OVERRIDE"] == "60"
-    assert int(env["CLAUDE_AUTOCOMPACT_PCT_OVERRIDE"]) * 1000 < 65536
+    # Claude Code plans for at least 100k and takes the percentage of 100k - 20k = 80k:
+    # 56 % of 80,000 = 44,800, which leaves its 20,000-token output reserve of the 65,536
+    assert env["CLAUDE_AUTOCOMPACT_PCT_OVERRIDE"] == "56"
+    assert compact_threshold(65536) == 44800
+
+
+@pytest.mark.parametrize("window", [32768, 40960, 49152, 65536, 81920, 87199, 87200, 98304, 99999])
+def test_under_the_floor_claude_code_compacts_leaving_its_output_reserve(window):
+    threshold = compact_threshold(window)
+    assert window - threshold >= OUTPUT_RESERVE
+    # the largest whole percentage that does: one more point would eat into the reserve
+    # (or, from 87,200 up, Claude Code's own cap of 80,000 - 13,000 = 67,000 applies)
+    pct = compact_pct(window)
+    assert pct is not None
+    assert window - 80000 * (pct + 1) // 100 < OUTPUT_RESERVE or threshold == 67000
+
+
+def test_thresholds_from_the_floor_up_are_claude_codes_own():
+    # window - 20,000 output reserve - 13,000 buffer, the model's 200,000 context at most
+    assert compact_pct(100000) is None
+    assert compact_threshold(100000) == 67000
+    assert compact_threshold(131072) == 98072
+    assert compact_threshold(262144) == 167000
+    # continuous at the floor, and never more than the window (a tiny window: the 1 % minimum)
+    assert compact_threshold(99999) == compact_threshold(100000)
+    assert compact_pct(16384) == 1
+    assert compact_threshold(16384) == 800
 
 
 @pytest.mark.parametrize(
