@@ -64,6 +64,9 @@ class MemoryTier:
     def __len__(self) -> int:
         return len(self._items)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
     def get(self, key: str, now: float | None = None) -> bytes | None:
         item = self._items.get(key)
         if item is None:
@@ -151,10 +154,22 @@ class AnswerCache:
         return value
 
     async def put(self, key: str, value: bytes) -> bool:
+        """Store in both tiers (``remember``, then ``persist``); whether Redis took it."""
+        if not self.remember(key, value):
+            return False
+        return await self.persist(key, value)
+
+    def remember(self, key: str, value: bytes) -> bool:
+        """The memory tier's part of ``put``, at once (no I/O): False when the answer is too
+        large to be cached at all. Whether the memory tier holds it now: ``key in memory``."""
         if len(value) > self.max_entry_bytes:
             self.too_large += 1
             return False
         self.memory.put(key, value)
+        return True
+
+    async def persist(self, key: str, value: bytes) -> bool:
+        """Redis's part of ``put`` (after ``remember``); whether Redis took it."""
         if not self.available:
             return False
         try:

@@ -9,6 +9,7 @@ chunks arrive when the client streams, or as one JSON message.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -57,27 +58,88 @@ Outcome = tuple[str, Any]
 
 
 class Pinger:
-    """SSE ``ping`` events every ``interval`` seconds while a streaming client waits for its
-    first token. The first one starts the SSE response (headers, ``message_start``, ``ping``);
-    ``stop()`` (awaited before anything else is sent) ends the pings. A timer, not a task, runs
-    until the first ping is due: a request answered before costs one timer."""
+    """The wait for the first token, on one timer.
 
-    __slots__ = ("_call", "_handle", "_interval", "_loop", "_start_events", "_task")
+    For a streaming client (``interval`` set): SSE ``ping`` events every ``interval`` seconds;
+    the first one starts the SSE response (headers, ``message_start``, ``ping``); ``stop()``
+    (awaited before anything else is sent) ends them. With ``timeout`` set: the first-token
+    timeout; past it, the current task is cancelled and ``timed_out()`` says it was this
+    (``arrived()`` ends it, at the backend's first chunk). A timer, not a task, runs until
+    something is due: a request answered before costs one timer (an ``asyncio.timeout`` beside
+    it cost another ~8 µs per streamed miss, issue 8)."""
+
+    __slots__ = (
+        "_call",
+        "_cancelling",
+        "_deadline",
+        "_expired",
+        "_handle",
+        "_interval",
+        "_loop",
+        "_owner",
+        "_start_events",
+        "_task",
+    )
 
     def __init__(
-        self, call: Call, interval: float, start_events: Callable[[], list[Event]]
+        self,
+        call: Call,
+        interval: float | None,
+        start_events: Callable[[], list[Event]],
+        timeout: float | None = None,
     ) -> None:
         self._call = call
         self._interval = interval
         self._start_events = start_events
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self._task: asyncio.Task[None] | None = None
-        self._handle: asyncio.TimerHandle | None = self._loop.call_later(interval, self._fire)
+        self._expired = False
+        self._owner: asyncio.Task[Any] | None = None
+        self._cancelling = 0
+        self._deadline: float | None = None
+        delay = interval
+        if timeout is not None:
+            self._owner = owner = asyncio.current_task()
+            self._cancelling = owner.cancelling() if owner is not None else 0
+            self._deadline = loop.time() + timeout
+            delay = timeout if interval is None else min(interval, timeout)
+        self._handle: asyncio.TimerHandle | None = (
+            loop.call_later(delay, self._fire) if delay is not None else None
+        )
 
     def _fire(self) -> None:
-        if self._task is None or self._task.done():  # a slow client: never two pings at once
+        self._handle = None
+        deadline = self._deadline
+        now = self._loop.time()
+        if deadline is not None and now >= deadline:
+            self._expired = True
+            self._deadline = None
+            if self._owner is not None:
+                self._owner.cancel()
+            return
+        delay = self._interval
+        # a slow client: never two pings at once
+        if delay is not None and (self._task is None or self._task.done()):
             self._task = self._loop.create_task(self._ping())
-        self._handle = self._loop.call_later(self._interval, self._fire)
+        if deadline is not None:
+            delay = deadline - now if delay is None else min(delay, deadline - now)
+        if delay is not None:
+            self._handle = self._loop.call_later(delay, self._fire)
+
+    def arrived(self) -> None:
+        """The backend's first chunk came: the first-token timeout is over (pings go on
+        until ``stop()``)."""
+        self._deadline = None
+        if self._interval is None and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def timed_out(self) -> bool:
+        """Whether the task's ``CancelledError`` is this first-token timeout's (and not also
+        a cancellation from elsewhere, e.g. the client going away)."""
+        if not self._expired or self._owner is None:
+            return False
+        return self._owner.uncancel() <= self._cancelling
 
     async def _ping(self) -> None:
         call = self._call
@@ -161,6 +223,23 @@ class MessageRoutes:
         cache = self._context.cache
         if key is not None and cache is not None:
             await cache.put(key, body)
+
+    async def _finish(
+        self, key: str | None, body: bytes, send_last: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Send the answer's last bytes (``send_last``) and store the answer so that a client
+        asking again as soon as it has them gets the hit: in the memory tier first (no I/O),
+        then in Redis once the client has its answer. An answer the memory tier does not take
+        goes to Redis before the client gets its end."""
+        cache = self._context.cache
+        if key is None or cache is None or not cache.remember(key, body):
+            await send_last()
+        elif key in cache.memory:
+            await send_last()
+            await cache.persist(key, body)
+        else:
+            await cache.persist(key, body)
+            await send_last()
 
     def _backend_failed(
         self, exc: BackendError, model: str, chat: dict[str, Any] | None = None
@@ -319,36 +398,39 @@ class MessageRoutes:
 
         final: list[bytes] = []
 
-        async def complete() -> bytes:
-            """Account for and store the finished answer, before the client sees its end
-            (so a client that asks again right away gets the hit), and hand it to the
-            requests waiting for the same answer."""
+        def complete() -> bytes:
+            """Account for the finished answer and hand it to the requests waiting for the
+            same answer (the store is ``_finish``'s, with the client's last bytes)."""
             encoded = orjson.dumps(assembler.message())
             final.append(encoded)
             call.tokens = (assembler.input_tokens, assembler.output_tokens)
             self._metrics.record_tokens(assembler.input_tokens, assembler.output_tokens)
             for form in assembler.rescued:
                 self._metrics.record_rescue(form)
-            await self._store(key, encoded)
             if publish is not None:
                 publish(("ok", encoded))
             return encoded
 
+        # Pings for a streaming client and the first-token timeout (``backend_stream``).
         pinger = (
-            Pinger(call, self._ping_interval, assembler.start_events) if request.stream else None
+            Pinger(
+                call,
+                self._ping_interval if request.stream else None,
+                assembler.start_events,
+                timeout=self._first_token_timeout if backend_stream else None,
+            )
+            if backend_stream
+            else None
         )
         reply: ChatReply | None = None
         try:
             if backend_stream:
                 # The first-token timeout covers the request and the wait for the first chunk.
-                async with asyncio.timeout(self._first_token_timeout) as first_token:
-                    try:
-                        reply = await self._context.backend.chat(chat)
-                    except BackendError as exc:
-                        raise self._backend_failed(exc, backend_model, chat) from None
-                    await self._relay(
-                        call, request, reply, assembler, complete, pinger, first_token, chat
-                    )
+                try:
+                    reply = await self._context.backend.chat(chat)
+                except BackendError as exc:
+                    raise self._backend_failed(exc, backend_model, chat) from None
+                await self._relay(call, request, reply, assembler, complete, pinger, chat, key)
                 if request.stream:
                     return
             else:
@@ -360,8 +442,10 @@ class MessageRoutes:
                 assembler.feed(answer)
                 if not assembler.finished:
                     raise ProxyError("api_error", "backend ended the answer early")
-                await complete()
-        except TimeoutError:
+                complete()
+        except asyncio.CancelledError:
+            if pinger is None or not pinger.timed_out():
+                raise
             self._metrics.record_upstream_error("first_token_timeout")
             raise ProxyError(
                 "overloaded_error",
@@ -373,7 +457,7 @@ class MessageRoutes:
                 reply.close()
             if pinger is not None:
                 await pinger.stop()
-        await send_body(call, 200, final[0])
+        await self._finish(key, final[0], functools.partial(send_body, call, 200, final[0]))
 
     async def _relay(
         self,
@@ -381,10 +465,10 @@ class MessageRoutes:
         request: ChatRequest,
         reply: ChatReply,
         assembler: ResponseAssembler,
-        complete: Callable[[], Awaitable[bytes]],
+        complete: Callable[[], bytes],
         pinger: Pinger | None,
-        first_token: asyncio.Timeout,
         chat: dict[str, Any],
+        key: str | None,
     ) -> None:
         """Relay the backend's stream as it arrives (as SSE events when the client streams).
 
@@ -398,7 +482,7 @@ class MessageRoutes:
             nonlocal first
             if not request.stream:
                 if assembler.finished:
-                    await complete()
+                    complete()
                 return
             if first and events:
                 if pinger is not None:
@@ -410,31 +494,31 @@ class MessageRoutes:
                     events = assembler.start_events() + events
                 self._metrics.ttft.observe(time.perf_counter() - call.started)
                 first = False
-            tail: list[Event] = []
-            if assembler.finished:
-                # Tokens go out at once; the end (message_delta, message_stop) only after the
-                # answer is stored, so a client that asks again right away gets the hit.
-                cut = next(i for i, (name, _) in enumerate(events) if name == "message_delta")
-                events, tail = events[:cut], events[cut:]
-            if events:
-                await call.send(
-                    {"type": "http.response.body", "body": encode_events(events), "more_body": True}
-                )
-            if tail:
-                await complete()
-                call.response_done = True
-                await call.send(
-                    {"type": "http.response.body", "body": encode_events(tail), "more_body": False}
-                )
+            if not assembler.finished:
+                if events:
+                    await call.send(
+                        {
+                            "type": "http.response.body",
+                            "body": encode_events(events),
+                            "more_body": True,
+                        }
+                    )
+                return
+            # The last batch and the end (message_delta, message_stop) in one write.
+            encoded = complete()
+            call.response_done = True
+            last = {"type": "http.response.body", "body": encode_events(events), "more_body": False}
+            await self._finish(key, encoded, functools.partial(call.send, last))
 
         try:
             async for batch in reply.batches():
                 if waiting:
-                    first_token.reschedule(None)
+                    if pinger is not None:
+                        pinger.arrived()
                     waiting = False
                 events: list[Event] = []
                 for chunk in batch:
-                    events.extend(assembler.feed(chunk))
+                    assembler.feed(chunk, events)  # one delta event per read, not per chunk
                     if assembler.finished:
                         break
                 await deliver(events)

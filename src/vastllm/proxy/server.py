@@ -57,6 +57,7 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from vastllm.proxy.asgi import DISCONNECT_EXTENSION
 from vastllm.proxy.auth import KeyCheck
 from vastllm.proxy.config import Settings
 from vastllm.proxy.errors import error_json
@@ -119,6 +120,50 @@ class _Refusals:
 refusals = _Refusals()
 
 
+class _HeadWithBody:
+    """The transport as one request's response cycle sees it: its first write (uvicorn writes
+    the status line and headers on their own) is held until the next one, and both go out
+    in one write — one system call and one TCP segment per answer instead of two. Whatever
+    comes first flushes it: the next write, a close, or the event loop's next turn (a
+    ``HEAD`` answer has no body write). Everything else is the transport's.
+
+    Measured (benchmarks/proxy_bench.py, issue 8): a write to a loopback socket costs
+    ~30 µs of CPU on the 2-core VM, the same order as the proxy's own Python work per
+    miss; see docs/proxy.md, "Performance"."""
+
+    __slots__ = ("_fresh", "_head", "_loop", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self._fresh = True
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head + data)
+        elif self._fresh:
+            self._fresh = False
+            self._head = data
+            self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def _flush(self) -> None:
+        head, self._head = self._head, None
+        if head is not None and not self._transport.is_closing():
+            self._transport.write(head)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits above; ``protocol_class`` sets them."""
 
@@ -137,6 +182,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._in_body = False  # between a head and the end of its body
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen_at = 0.0
+        self._on_lost: list[Callable[[], None]] = []  # the apps' disconnect callbacks
 
     # ------------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -152,6 +198,24 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._cancel_body_timer()
         super().connection_lost(exc)
+        callbacks, self._on_lost = self._on_lost, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                _log.exception("disconnect callback failed")
+
+    def _watch_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """The ASGI extension ``vastllm.disconnect`` (``asgi.watch_disconnect``): call
+        ``callback`` when the connection is lost; returns the function that unregisters it."""
+        callbacks = self._on_lost
+        callbacks.append(callback)
+
+        def cancel() -> None:
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+        return cancel
 
     def data_received(self, data: bytes) -> None:
         if self._finished:
@@ -219,7 +283,12 @@ class GuardedProtocol(HttpToolsProtocol):
             )
             return
         self._in_body = True
+        extensions: dict[str, Any] = {DISCONNECT_EXTENSION: self._watch_disconnect}
+        self.scope["extensions"] = extensions
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and cycle.transport is self.transport:
+            cycle.transport = _HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_body(self, body: bytes) -> None:
         if not self._finished and self.cycle is not None:

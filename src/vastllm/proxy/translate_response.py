@@ -134,6 +134,25 @@ def prompt_tokens(reported: Any, estimate: int) -> int:
     return count
 
 
+_TEXT_FIELD = {"text_delta": "text", "thinking_delta": "thinking"}
+
+
+def _extend_delta(events: list[Event], index: int, kind: str, text: str) -> bool:
+    """Add ``text`` to the last event when it is a ``kind`` delta of block ``index`` (not yet
+    sent: the caller encodes ``events`` afterwards); whether it did."""
+    if not events:
+        return False
+    name, data = events[-1]
+    if name != "content_block_delta" or data["index"] != index:
+        return False
+    delta = data["delta"]
+    if delta["type"] != kind:
+        return False
+    field = _TEXT_FIELD[kind]
+    delta[field] += text
+    return True
+
+
 @dataclass(slots=True)
 class ResponseAssembler:
     """Feed Ollama chunks; get Anthropic stream events and, at the end, the final message.
@@ -221,7 +240,7 @@ class ResponseAssembler:
             self._blank_after_tool = ""
         self._open_block("text", events)
         self.content[-1]["text"] += text
-        if self.emit:
+        if self.emit and not _extend_delta(events, len(self.content) - 1, "text_delta", text):
             events.append(
                 (
                     "content_block_delta",
@@ -236,7 +255,7 @@ class ResponseAssembler:
     def _emit_thinking(self, text: str, events: list[Event]) -> None:
         self._open_block("thinking", events)
         self.content[-1]["thinking"] += text
-        if self.emit:
+        if self.emit and not _extend_delta(events, len(self.content) - 1, "thinking_delta", text):
             events.append(
                 (
                     "content_block_delta",
@@ -349,9 +368,14 @@ class ResponseAssembler:
         self._emit_text(pending[: len(pending) - keep], events)
 
     # -- public API
-    def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        """One Ollama chunk in, the Anthropic events it produces out (already final if done)."""
-        events: list[Event] = []
+    def feed(self, chunk: dict[str, Any], events: list[Event] | None = None) -> list[Event]:
+        """One Ollama chunk in, the Anthropic events it produces out (already final if done).
+
+        ``events``: a list to add them to (returned), e.g. the events of earlier chunks that
+        came in the same network read; a text or thinking delta that continues the last one
+        in it is merged into it (one SSE event for the read, not one per chunk)."""
+        if events is None:
+            events = []
         if self.finished:
             return events
         message = chunk.get("message")

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 import anthropic
 import httpx
 import pytest
-from proxy_helpers import API_KEY, BASIC, WEATHER_TOOL, assert_anthropic_error, parse_sse, sse_text
+from proxy_helpers import (
+    API_KEY,
+    BASIC,
+    MODEL,
+    WEATHER_TOOL,
+    assert_anthropic_error,
+    parse_sse,
+    sse_text,
+)
 
 NO_CACHE = {"cache-control": "no-cache"}
 
@@ -55,7 +65,6 @@ def test_stream_event_order_and_same_text_as_non_stream(client, http):
     assert names[:2] == ["message_start", "ping"]
     assert names[2] == "content_block_start"
     assert set(names[3:-3]) == {"content_block_delta"}
-    assert len(names[3:-3]) > 1  # relayed chunk by chunk, not as one piece
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     assert events[-2][1]["delta"]["stop_reason"] == "end_turn"
     assert events[-2][1]["usage"]["output_tokens"] == whole.usage.output_tokens
@@ -67,6 +76,42 @@ def test_stream_event_order_and_same_text_as_non_stream(client, http):
         final = stream.get_final_message()
     assert final.content[0].text == whole.content[0].text
     assert final.usage.input_tokens == whole.usage.input_tokens
+
+
+def test_stream_relays_what_arrives_at_once_and_merges_one_read(ollama_emulator, start_proxy):
+    """Each read from Ollama goes out as it arrives: with a backend that generates like a
+    model (chunks 30 ms apart), one delta event per chunk, spread over the generation time;
+    with a backend that sends everything at once, the chunks of one read are one delta."""
+    delay = 0.03
+    request = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 12,
+        "stream": True,
+        "messages": unique("Stream this"),
+    }
+
+    def deltas(proxy_url: str) -> list[tuple[float, str]]:
+        seen = []
+        started = time.monotonic()
+        with httpx.stream(
+            "POST", proxy_url + "/v1/messages", json=request, headers=NO_CACHE, timeout=30
+        ) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith("data: ") and '"text_delta"' in line:
+                    text = json.loads(line[6:])["delta"]["text"]
+                    seen.append((time.monotonic() - started, text))
+        return seen
+
+    slow = ollama_emulator(preload=[MODEL], faults={"chunk_delay": delay})
+    paced = deltas(start_proxy(slow.url, "").url)
+    assert len(paced) >= 8  # one per chunk (12 tokens, a few chunks may share a read)
+    assert paced[-1][0] - paced[0][0] >= delay * (len(paced) - 1) * 0.5  # not held back
+
+    fast = ollama_emulator(preload=[MODEL])
+    burst = deltas(start_proxy(fast.url, "").url)
+    assert len(burst) < len(paced)
+    assert "".join(text for _, text in burst) == "".join(text for _, text in paced)
 
 
 @pytest.mark.parametrize("streamed", [False, True])

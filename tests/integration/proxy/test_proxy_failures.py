@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -257,6 +259,40 @@ def test_client_disconnect_cancels_upstream(ollama_emulator, redis_server, start
         metrics = http.get("/metrics").text
         assert 'vastllm_requests_total{route="messages",status="499"} 1' in metrics
     assert redis_server.keys() == []  # an abandoned answer is not cached
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_gone_before_the_first_token_stops_the_generation(
+    ollama_emulator, start_proxy, stream
+):
+    """The client closes its connection while the backend is still before its first token
+    (nothing has been written to the client yet, so no failed write can tell): the proxy
+    notices the closed connection at once and drops the backend's connection, which stops
+    the generation; the request counts as 499."""
+    backend = ollama_emulator(preload=[MODEL], faults={"chunk_delay": 1.5})  # >= 15 s in all
+    proxy = start_proxy(backend.url, "")
+    request = body(f"abandoned before the first token {stream}", stream=stream)
+    payload = json.dumps(request).encode()
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n\r\n"
+    ).encode()
+    host, port = proxy.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + payload)
+        time.sleep(0.5)  # the proxy has sent the chat to the backend and waits
+    left = time.monotonic()
+    abandoned = 'vastllm_requests_total{route="messages",status="499"} 1'
+    while abandoned not in (metrics := httpx.get(proxy.url + "/metrics").text):
+        assert time.monotonic() - left < 3, metrics  # the request ended, not after 15 s
+        time.sleep(0.1)
+    if stream:  # the double stops generating when its connection is dropped mid-stream
+        finished: list[str] = []
+        while not finished:
+            assert time.monotonic() - left < 10, backend.log()
+            finished = re.findall(r"\|\s+200 \|\s+([0-9.]+)ms \|.*\"/api/chat\"", backend.log())
+            time.sleep(0.1)
+        assert float(finished[-1]) < 4000  # stopped long before its 15 s
 
 
 # ----------------------------------------------------------------------------- request errors

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 
 import pytest
 
@@ -133,3 +135,32 @@ async def test_a_lost_new_connection_is_not_retried(redis_server):
         await client.get("vastllm:test:x")
     assert connects == 1
     await client.aclose()
+
+
+async def test_a_hung_redis_times_out_each_command_and_its_connection_is_dropped(tmp_path):
+    """Redis stops answering (SIGSTOP): every command in flight fails "Redis timed out"
+    between the timeout and 1.25 times it (the watchdog's tick), not later; the connections
+    are not pooled again; once Redis answers again, commands work."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        client = RespClient(server.url, connect_timeout=0.5, timeout=0.4)
+        await asyncio.gather(*(client.ping() for _ in range(3)))
+        assert server.process is not None
+        server.process.send_signal(signal.SIGSTOP)
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(client.get(f"vastllm:test:h{i}") for i in range(3)), return_exceptions=True
+        )
+        took = time.monotonic() - started
+        assert all(isinstance(r, RedisError) and "timed out" in str(r) for r in results)
+        assert 0.4 <= took < 0.4 * 1.25 + 0.3
+        assert client._idle == []  # a connection in an unknown state is never reused
+        assert client._deadlines == {}
+        server.process.send_signal(signal.SIGCONT)
+        assert await client.ping() is True
+        await client.aclose()
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        server.kill()

@@ -193,6 +193,39 @@ def test_thinking_chunks_become_thinking_block_when_requested():
     assert dropped.message()["content"] == [{"type": "text", "text": "ok"}]
 
 
+def test_chunks_of_one_read_give_one_delta_per_block():
+    """Chunks fed into one list (what one network read brought) merge into one delta event per
+    block and kind; the stream says the same as chunk by chunk, with fewer events."""
+    chunks = [
+        {"message": {"role": "assistant", "content": "", "thinking": "a"}, "done": False},
+        {"message": {"role": "assistant", "content": "", "thinking": "b"}, "done": False},
+        {"message": {"role": "assistant", "content": "Hel"}, "done": False},
+        {"message": {"role": "assistant", "content": "lo"}, "done": False},
+    ]
+    asm = ResponseAssembler(message_id="msg_1", model="claude-x", new_tool_id=ids(), thinking=True)
+    events: list = []
+    for chunk in chunks:
+        assert asm.feed(chunk, events) is events
+    deltas = [data["delta"] for name, data in events if name == "content_block_delta"]
+    assert deltas == [
+        {"type": "thinking_delta", "thinking": "ab"},
+        {"type": "text_delta", "text": "Hello"},
+    ]
+    one_by_one, _ = assemble(chunks, thinking=True)
+    assert asm.message()["content"] == one_by_one.message()["content"]
+    later = asm.feed({"message": {"role": "assistant", "content": "!"}, "done": False})
+    assert later == [  # a new list: a new event
+        (
+            "content_block_delta",
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "text_delta", "text": "!"},
+            },
+        )
+    ]
+
+
 def test_non_streaming_single_final_json():
     asm, events = assemble(
         [
