@@ -120,6 +120,10 @@ class _Refusals:
 refusals = _Refusals()
 
 
+def _nothing() -> None:
+    """Unregisters a disconnect callback that was run at once."""
+
+
 class _HeadWithBody:
     """The transport as one request's response cycle sees it: its first write (uvicorn writes
     the status line and headers on their own) is held until the next one, and both go out
@@ -183,6 +187,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_seen_at = 0.0
         self._on_lost: list[Callable[[], None]] = []  # the apps' disconnect callbacks
+        self._lost = False
 
     # ------------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -198,6 +203,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._cancel_head_timer()
         self._cancel_body_timer()
         super().connection_lost(exc)
+        self._lost = True
         callbacks, self._on_lost = self._on_lost, []
         for callback in callbacks:
             try:
@@ -208,6 +214,9 @@ class GuardedProtocol(HttpToolsProtocol):
     def _watch_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
         """The ASGI extension ``vastllm.disconnect`` (``asgi.watch_disconnect``): call
         ``callback`` when the connection is lost; returns the function that unregisters it."""
+        if self._lost:  # gone already (while the body was read, or the cache looked up)
+            callback()
+            return _nothing
         callbacks = self._on_lost
         callbacks.append(callback)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from proxy_helpers import API_KEY, BASIC, assert_anthropic_error, parse_sse, sse_text
 
 from vastllm_lab.testing import free_port
+from vastllm_lab.testing_services import RedisServer
 
 MODEL = "qwen3-coder:30b"
 
@@ -293,6 +295,40 @@ def test_a_client_gone_before_the_first_token_stops_the_generation(
             finished = re.findall(r"\|\s+200 \|\s+([0-9.]+)ms \|.*\"/api/chat\"", backend.log())
             time.sleep(0.1)
         assert float(finished[-1]) < 4000  # stopped long before its 15 s
+
+
+def test_a_client_gone_while_the_cache_is_looked_up_gets_no_generation(
+    ollama_emulator, start_proxy, tmp_path
+):
+    """The client goes away while the proxy still waits for Redis (hung: SIGSTOP), before it
+    watches the connection: the loss is noticed when it starts watching, and the request ends
+    at once instead of generating for nobody."""
+    backend = ollama_emulator(preload=[MODEL], faults={"chunk_delay": 1.5})  # >= 15 s in all
+    redis = RedisServer(tmp_path / "redis")
+    (tmp_path / "redis").mkdir()
+    redis.start()
+    try:
+        proxy = start_proxy(backend.url, redis.url)
+        assert redis.process is not None
+        redis.process.send_signal(signal.SIGSTOP)  # the lookup now waits for the 1 s timeout
+        payload = json.dumps(body("gone during the cache lookup")).encode()
+        head = (
+            f"POST /v1/messages HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(payload)}\r\n\r\n"
+        ).encode()
+        host, port = proxy.url.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port))) as sock:
+            sock.sendall(head + payload)
+            time.sleep(0.2)
+        left = time.monotonic()
+        abandoned = 'vastllm_requests_total{route="messages",status="499"} 1'
+        while abandoned not in (metrics := httpx.get(proxy.url + "/metrics").text):
+            assert time.monotonic() - left < 4, metrics  # not after the 15 s generation
+            time.sleep(0.1)
+    finally:
+        if redis.process is not None:
+            redis.process.send_signal(signal.SIGCONT)
+        redis.kill()
 
 
 # ----------------------------------------------------------------------------- request errors
