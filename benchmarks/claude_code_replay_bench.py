@@ -7,16 +7,24 @@ project (2 turns). The double runs with `prompt_tokens_per_second` (default 3000
 `generation_tokens_per_second` (60) and `prompt_cache_count`; the proxy without Redis (every
 turn is a new prompt anyway). Each request is sent as Claude Code sent it, except that the
 assistant turns of the history carry the answers the double gave in this replay (as a real client
-would send back), so the prompt cache sees exactly what it would in a live session.
+would send back), so the prompt cache sees exactly what it would in a live session. The body is
+JSON-encoded before the clock starts (the client's own serializing is not the server's time);
+the clock runs from sending it to the first token of the proxy's SSE stream.
 
-Ideal time to first token = new tokens / prompt rate + one generated token (1 / generation rate),
-where "new tokens" are those after the longest prefix any earlier request of the run left in a
-cache with unlimited slots (its prompt + the text generated), counted with the double's own
-tokenizer; the "evaluated" column is what the double really evaluated (/lab/stats). The double
-spends 20-40 ms of pure Python per request on rendering and tokenizing the ~115 kB prompt (real
-Ollama: about a millisecond of Go); that time, measured per request straight against the double
-with no evaluation delay ("double"), is subtracted before the ratio. Everything else — the
-proxy, loopback HTTP, the client — stays in it.
+Ideal time to first token = new tokens / prompt rate + one generated token (1 / generation rate:
+the double sends its first chunk one generation step after the evaluation), where "new tokens"
+are those after the longest prefix any earlier request of the run left in a cache with unlimited
+slots (its prompt + the text generated), counted with the double's own tokenizer; the "evaluated"
+column is what the double really evaluated (/lab/stats). The double's own work on the request
+before it starts the emulated evaluation (JSON, prompt rendering and tokenizing, slot choice: 2-4
+ms of Python for the ~115 kB prompt, about a millisecond of Go in real Ollama) is measured by the
+double itself for that very request (/lab/stats `work_ns`, the "double" column) and left out of
+the ratio. Everything else stays in it: the client's and the proxy's loopback HTTP, the proxy's
+work, the sleep overshoot; "over" is what that adds, in ms. Each scenario is also replayed
+straight to the double, with the chat bodies the proxy sends (same prompts, same answers, so the
+same cache and the same evaluated tokens): "direct" is that time to first token, and "proxy" =
+ttft - direct is what the proxy itself adds (parsing and translating the request, the second
+loopback hop of ~115 kB, relaying the first chunk as SSE).
 
 Scenarios:
   single      OLLAMA_NUM_PARALLEL=1: session a, then session b on the warm host
@@ -37,6 +45,7 @@ import argparse
 import copy
 import json
 import lzma
+import statistics
 import sys
 import tempfile
 import time
@@ -47,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from record_claude_code_session import MODEL, REPO, TOKEN, start_proxy
 from vastllm.proxy.translate_request import build_chat, parse_request
@@ -55,6 +65,7 @@ from vastllm_lab.ollama.prompt import common_prefix, render_prompt, tokenize
 from vastllm_lab.testing import free_port
 
 DATA = REPO / "tests/data/claude_code_session"
+WINDOW = 65536  # the proxy's default VASTLLM_CONTEXT_WINDOW: the num_ctx it sends
 FOLLOW_UP_LIMIT = 1.1
 FRESH_WARM_LIMIT = 1.2
 
@@ -71,12 +82,23 @@ class Turn:
     ttft_ms: float
     ideal_ms: float
     kind: str  # first (cold) | fresh-warm | follow-up
-    double_ms: float = 0.0  # the double's own work for this request (rates 0, straight to it)
+    double_ms: float  # the double's own work on this request (its /lab/stats work_ns)
+    direct_ms: float = 0.0  # the same turn sent straight to the double (no proxy)
 
     @property
     def ratio(self) -> float:
         """Time to first token, less the double's own Python work, over the ideal."""
         return (self.ttft_ms - self.double_ms) / self.ideal_ms
+
+    @property
+    def over_ms(self) -> float:
+        """What the rest of the path adds to the ideal: proxy, loopback HTTP, sleep overshoot."""
+        return self.ttft_ms - self.double_ms - self.ideal_ms
+
+    @property
+    def proxy_ms(self) -> float:
+        """What the proxy adds: time to first token through it less straight to the double."""
+        return self.ttft_ms - self.direct_ms
 
     @property
     def raw_ratio(self) -> float:
@@ -139,10 +161,14 @@ class Replayer:
 
 def send(client: httpx.Client, body: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
     """(seconds to the first token, answer content blocks)."""
+    content = orjson.dumps(body)
+    headers = {"content-type": "application/json"}
     started = time.perf_counter()
     first = None
     blocks: list[dict[str, Any]] = []
-    with client.stream("POST", "/v1/messages?beta=true", json=body) as response:
+    with client.stream(
+        "POST", "/v1/messages?beta=true", content=content, headers=headers
+    ) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:500]!r}")
         for line in response.iter_lines():
@@ -166,14 +192,45 @@ def send(client: httpx.Client, body: dict[str, Any]) -> tuple[float, list[dict[s
     return first - started, [b for b in blocks if b["type"] in ("text", "tool_use")]
 
 
-def double_tokens(body: dict[str, Any]) -> list[str]:
-    """The prompt tokens the double evaluates for this request (same translation as the proxy)."""
-    chat = build_chat(parse_request(body), MODEL, stream=True, supports_thinking=False)
+def send_direct(client: httpx.Client, chat: dict[str, Any]) -> tuple[float, list[dict[str, Any]]]:
+    """The Ollama chat body straight to the double: (seconds to the first token, answer blocks
+    as the proxy would have made them, for the history of the next turn)."""
+    content = orjson.dumps(chat)
+    headers = {"content-type": "application/json"}
+    started = time.perf_counter()
+    first = None
+    text, calls = "", []
+    with client.stream("POST", "/api/chat", content=content, headers=headers) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"HTTP {response.status_code}: {response.read()[:500]!r}")
+        for line in response.iter_lines():
+            message = json.loads(line).get("message") or {}
+            if first is None and (message.get("content") or message.get("tool_calls")):
+                first = time.perf_counter()
+            text += message.get("content") or ""
+            calls += message.get("tool_calls") or []
+    assert first is not None, "no token"
+    blocks = [{"type": "text", "text": text}] if text else []
+    blocks += [{"type": "tool_use", "name": c["function"]["name"]} for c in calls]
+    return first - started, blocks
+
+
+def chat_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The Ollama chat body the proxy sends for this request (default window, no thinking)."""
+    request = parse_request(body)
+    return build_chat(request, MODEL, stream=True, supports_thinking=False, num_ctx=WINDOW)
+
+
+def double_tokens(chat: dict[str, Any]) -> list[str]:
+    """The prompt tokens the double evaluates for this chat body."""
     return tokenize(render_prompt(chat["messages"], chat.get("tools") or []))
 
 
 @contextmanager
-def stack(parallel: int, prompt_rate: float, gen_rate: float, tmp: Path) -> Iterator[httpx.Client]:
+def stack(
+    parallel: int, prompt_rate: float, gen_rate: float, tmp: Path, direct: bool
+) -> Iterator[httpx.Client]:
+    """A double with the rates (and the proxy in front of it, unless `direct`): a client."""
     faults = {
         "prompt_tokens_per_second": prompt_rate,
         "generation_tokens_per_second": gen_rate,
@@ -181,6 +238,11 @@ def stack(parallel: int, prompt_rate: float, gen_rate: float, tmp: Path) -> Iter
     }
     env = {"OLLAMA_NUM_PARALLEL": str(parallel), "OLLAMA_CONTEXT_LENGTH": "131072"}
     with LabOllamaProcess(preload=[MODEL], faults=faults, env=env, log_dir=str(tmp)) as emu:
+        if direct:
+            with httpx.Client(base_url=emu.url, timeout=600) as client:
+                client.emu = emu  # type: ignore[attr-defined]
+                yield client
+            return
         port = free_port()
         proxy = start_proxy(emu.url, port, tmp / f"proxy-{port}.log")
         try:
@@ -195,32 +257,13 @@ def stack(parallel: int, prompt_rate: float, gen_rate: float, tmp: Path) -> Iter
             proxy.wait(10)
 
 
-def evaluated_total(emu: LabOllamaProcess) -> int:
+def counters(emu: LabOllamaProcess) -> tuple[int, int]:
+    """(tokens evaluated, ns of the double's own work) so far, over every slot."""
     slots = emu.slots().get(MODEL, [])
-    return sum(slot["evaluated_tokens"] for slot in slots)
-
-
-def double_work(bodies: list[dict[str, Any]], tmp: Path, repeat: int = 5) -> list[float]:
-    """Per request, the lab double's own time to its first chunk with no evaluation delay (best
-    of `repeat`): rendering and tokenizing ~115 kB of prompt and comparing it with the slots in
-    pure Python, 20-40 ms that real Ollama spends in ~1 ms of Go. It is left out of the ratio."""
-    env = {"OLLAMA_CONTEXT_LENGTH": "131072"}
-    out = []
-    with (
-        LabOllamaProcess(preload=[MODEL], env=env, log_dir=str(tmp)) as emu,
-        httpx.Client(base_url=emu.url, timeout=600) as client,
-    ):
-        for body in bodies:
-            chat = build_chat(parse_request(body), MODEL, stream=True, supports_thinking=False)
-            best = float("inf")
-            for _ in range(repeat):
-                started = time.perf_counter()
-                with client.stream("POST", "/api/chat", json=chat) as response:
-                    for _line in response.iter_lines():
-                        best = min(best, time.perf_counter() - started)
-                        break
-            out.append(best * 1000)
-    return out
+    return (
+        sum(slot["evaluated_tokens"] for slot in slots),
+        sum(slot["work_ns"] for slot in slots),
+    )
 
 
 def run(
@@ -230,22 +273,22 @@ def run(
     prompt_rate: float,
     gen_rate: float,
     tmp: Path,
-    sent: list[dict[str, Any]] | None = None,
+    direct: bool = False,
 ) -> list[Turn]:
+    """One replay, through the proxy (or `direct`ly to the double, as the proxy would send it)."""
     turns: list[Turn] = []
     caches: list[list[str]] = []  # what an unlimited prompt cache would hold
-    with stack(parallel, prompt_rate, gen_rate, tmp) as client:
+    with stack(parallel, prompt_rate, gen_rate, tmp, direct) as client:
         emu = client.emu  # type: ignore[attr-defined]
         for replayer in order:
             body = replayer.body()
-            if sent is not None:
-                sent.append(body)
-            tokens = double_tokens(body)
+            chat = chat_of(body)
+            tokens = double_tokens(chat)
             reused = max((common_prefix(c, tokens) for c in caches), default=0)
             new = max(len(tokens) - reused, 1)
-            before = evaluated_total(emu)
-            seconds, content = send(client, body)
-            evaluated = evaluated_total(emu) - before
+            before = counters(emu)
+            seconds, content = send_direct(client, chat) if direct else send(client, body)
+            after = counters(emu)
             record = replayer.records[replayer.next]
             kind = "follow-up" if replayer.next else "fresh-warm" if caches else "first (cold)"
             turns.append(
@@ -256,10 +299,11 @@ def run(
                     request=replayer.next + 1,
                     prompt_tokens=len(tokens),
                     new_tokens=new,
-                    evaluated=evaluated,
+                    evaluated=after[0] - before[0],
                     ttft_ms=seconds * 1000,
                     ideal_ms=(new / prompt_rate + 1 / gen_rate) * 1000,
                     kind=kind,
+                    double_ms=(after[1] - before[1]) / 1e6,
                 )
             )
             text = "".join(b.get("text", "") for b in content if b["type"] == "text")
@@ -270,16 +314,17 @@ def run(
 
 def table(turns: list[Turn]) -> str:
     head = (
-        f"{'scenario':<17}{'sess':<4}{'turn':>4}{'req':>4}{'prompt':>8}{'new':>7}{'eval':>7}"
-        f"{'ttft ms':>10}{'ideal ms':>10}{'ratio':>7}  kind"
+        f"{'scenario':<17}{'sess':>4} {'turn':>4}{'req':>4}{'prompt':>8}{'new':>7}{'eval':>7}"
+        f"{'ttft ms':>10}{'ideal ms':>10}{'double':>7}{'over':>7}{'direct':>8}{'proxy':>7}"
+        f"{'ratio':>7}  kind"
     )
-    head = head.replace("   ratio", " double   ratio")
     lines = [head, "-" * len(head)]
     for t in turns:
         lines.append(
-            f"{t.scenario:<17}{t.session:<4}{t.turn:>4}{t.request:>4}{t.prompt_tokens:>8}"
+            f"{t.scenario:<17}{t.session:>4} {t.turn:>4}{t.request:>4}{t.prompt_tokens:>8}"
             f"{t.new_tokens:>7}{t.evaluated:>7}{t.ttft_ms:>10.1f}{t.ideal_ms:>10.1f}"
-            f"{t.double_ms:>7.1f}{t.ratio:>8.2f}  {t.kind}"
+            f"{t.double_ms:>7.1f}{t.over_ms:>7.1f}{t.direct_ms:>8.1f}{t.proxy_ms:>7.1f}"
+            f"{t.ratio:>7.2f}  {t.kind}"
         )
     return "\n".join(lines)
 
@@ -314,24 +359,41 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="cc-replay-") as tmp_name:
         tmp = Path(tmp_name)
         for name, make, parallel in scenarios:
-            sent: list[dict[str, Any]] = []
-            best = run(name, make(), parallel, *rates, tmp, sent)
+            best = run(name, make(), parallel, *rates, tmp)
+            direct = run(name, make(), parallel, *rates, tmp, direct=True)
             for _ in range(args.rounds - 1):  # best of rounds: a shared machine disturbs runs
                 again = run(name, make(), parallel, *rates, tmp)
-                for turn, other_turn in zip(best, again, strict=True):
-                    turn.ttft_ms = min(turn.ttft_ms, other_turn.ttft_ms)
-            for turn, work in zip(best, double_work(sent, tmp), strict=True):
-                turn.double_ms = work
+                for index, other_turn in enumerate(again):
+                    if other_turn.ttft_ms < best[index].ttft_ms:
+                        best[index] = other_turn  # with that round's own double work
+                again = run(name, make(), parallel, *rates, tmp, direct=True)
+                for index, other_turn in enumerate(again):
+                    direct[index].ttft_ms = min(direct[index].ttft_ms, other_turn.ttft_ms)
+            for turn, straight in zip(best, direct, strict=True):
+                assert straight.evaluated == turn.evaluated, (turn, straight)  # same cache
+                turn.direct_ms = straight.ttft_ms
             all_turns += best
     print(
         f"Claude Code {meta['claude_code_version']}; prompt {args.prompt_rate:g} tokens/s, "
         f"generation {args.gen_rate:g} tokens/s, best of {args.rounds}; ideal = new / prompt "
-        "rate + 1 / generation rate; ratio = (ttft - double) / ideal\n"
+        "rate + 1 / generation rate; ratio = (ttft - double) / ideal; over = ttft - double - "
+        "ideal; direct = ttft straight to the double; proxy = ttft - direct (all ms)\n"
     )
     print(table(all_turns))
+    print("\nFollow-up turns, median ms:")
+    for scenario in dict.fromkeys(t.scenario for t in all_turns):
+        follow = [t for t in all_turns if t.scenario == scenario and t.kind == "follow-up"]
+        print(
+            f"  {scenario:<17} ideal {statistics.median(t.ideal_ms for t in follow):5.1f}  "
+            f"double {statistics.median(t.double_ms for t in follow):4.1f}  "
+            f"over {statistics.median(t.over_ms for t in follow):5.1f}  "
+            f"direct - double - ideal "
+            f"{statistics.median(t.direct_ms - t.double_ms - t.ideal_ms for t in follow):5.1f}  "
+            f"proxy {statistics.median(t.proxy_ms for t in follow):5.1f}"
+        )
     # Targets. Tokens: each follow-up evaluates only its new tokens (exact, from /lab/stats).
-    # Time: per group, sum(ttft - double) / sum(ideal): the double's own work (20-130 ms on a
-    # loaded machine) is as large as a follow-up's ideal (20-30 ms), so single turns scatter.
+    # Time: per group, sum(ttft - double) / sum(ideal): one turn's ideal is ~20 ms, so a single
+    # scheduling hiccup on a shared machine would decide a per-turn check.
     checks: list[tuple[str, float, float]] = []
     groups: dict[str, list[Turn]] = {}
     for t in all_turns:

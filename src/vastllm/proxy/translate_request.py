@@ -13,8 +13,11 @@ from typing import Any
 
 from vastllm.proxy.errors import invalid
 
-# "system" in messages: Claude Code 2.1.197 sends mid-conversation system messages there.
+# "system" in messages: Claude Code 2.1.197 sends mid-conversation system messages there. Ollama's
+# qwen3-coder renderer keeps only the first system message (the system prompt) and drops the
+# others, so each one after it is folded into a user turn, in place (``_fold_system``).
 _ROLES = ("user", "assistant", "system")
+_REMINDER = "<system-reminder>\n{}\n</system-reminder>"
 _THINKING_ON = ("enabled", "adaptive")
 _BILLING_HEADER = "x-anthropic-billing-header:"
 
@@ -187,16 +190,20 @@ MAX_JSON_DEPTH = 64
 
 def check_depth(value: Any, where: str, limit: int = MAX_JSON_DEPTH) -> None:
     """400 ``invalid_request_error`` naming the limit when ``value`` nests deeper than ``limit``
-    objects/arrays (``value`` itself is level 1). Iterative: no recursion limit of its own."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
+    objects/arrays (``value`` itself is level 1). Iterative, a level at a time: no recursion
+    limit of its own (and Claude Code's ~80 kB of tool schemas are walked in ~0.1 ms)."""
+    containers = (dict, list)
+    level = [value] if isinstance(value, containers) else []
+    depth = 1
+    while level:
         if depth > limit:
             raise invalid(f"{where}: JSON nested deeper than {limit} levels (the limit is {limit})")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, dict | list))
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item if isinstance(v, dict | list))
+        below: list[Any] = []
+        for item in level:
+            children = item.values() if isinstance(item, dict) else item
+            below += [child for child in children if isinstance(child, containers)]
+        level = below
+        depth += 1
 
 
 def _convert_message(index: int, message: Any, tool_names: dict[str, str]) -> list[dict[str, Any]]:
@@ -266,6 +273,39 @@ def _convert_message(index: int, message: Any, tool_names: dict[str, str]) -> li
             converted["tool_calls"] = tool_calls
         out.append(converted)
     return out
+
+
+def _fold_system(messages: list[dict[str, Any]], systems: list[dict[str, Any]]) -> None:
+    """Fold system messages that are not the system prompt into a user turn, in place.
+
+    Ollama's qwen3-coder renderer keeps only the first system message and drops every other, so
+    a mid-conversation one (Claude Code's list of agent types) would never reach the model. Each
+    of ``systems`` (consecutive system messages, in their order) becomes ``<system-reminder>``
+    text, the form Claude Code itself uses in user messages: put before the text of the message
+    just before them when that is the user's own text (not a tool result; reminders come first
+    there, as Claude Code places its own), else a user message of their own. Only that preceding
+    message changes, and it is never the last message of an earlier request (the model's answer
+    came after that), so a later turn still only appends: the prompt prefix Ollama caches stays
+    byte-identical. Before the user's words, the list Claude Code sends after every session's
+    first prompt (the agent types, ~6 kB) stays in the prefix that sessions share: a fresh
+    session evaluates its own prompt only.
+    """
+    reminders = [_REMINDER.format(m["content"]) for m in systems if m.get("content")]
+    images = [image for m in systems for image in m.get("images", [])]
+    if not reminders and not images:
+        return  # nothing for the model (Ollama ignores an empty system message too)
+    last = messages[-1]
+    if last["role"] == "user":
+        joined = "\n\n".join([*reminders, last["content"]] if last["content"] else reminders)
+        folded = {**last, "content": joined}
+        if images:
+            folded["images"] = [*images, *last.get("images", [])]
+        messages[-1] = folded
+        return
+    user: dict[str, Any] = {"role": "user", "content": "\n\n".join(reminders)}
+    if images:
+        user["images"] = images
+    messages.append(user)
 
 
 def _convert_tools(tools: Any) -> list[dict[str, Any]]:
@@ -387,8 +427,20 @@ def parse_request(body: Any, *, count_only: bool = False) -> ChatRequest:
     if system:
         messages.append({"role": "system", "content": system})
     tool_names: dict[str, str] = {}
+    pending: list[dict[str, Any]] = []  # system messages to fold, in their order
     for index, message in enumerate(raw_messages):
-        messages.extend(_convert_message(index, message, tool_names))
+        converted = _convert_message(index, message, tool_names)
+        # a system message is the system prompt only as the very first message (no top-level
+        # `system`); any later one is folded into a user turn
+        if converted[0]["role"] == "system" and messages:
+            pending.append(converted[0])
+            continue
+        if pending:
+            _fold_system(messages, pending)
+            pending = []
+        messages.extend(converted)
+    if pending:
+        _fold_system(messages, pending)
 
     temperature = _number(body, "temperature", 0.0, 1.0)
     top_p = _number(body, "top_p", 0.0, 1.0)

@@ -12,11 +12,10 @@ summarizes all but its last exchange (the last answer and the prompt after it), 
 compaction is made to come on the third prompt (on the second it would give up: nothing to
 summarize).
 
-No tools are offered (`--tools ""`): Claude Code's summary request says "Do NOT use Read, Bash,
-Grep, ...", and the double calls any offered tool that the last user message names, so with Bash
-offered it answers the summary request with a Bash call, Claude Code refuses it, reports
-`compact_result: failed` ("summarization produced empty response") and sends the whole
-conversation anyway. Skipped without the CLI, like test_proxy_claude_code.
+Claude Code's Bash tool is offered: its summary request names it only to forbid it ("Do NOT
+use Read, Bash, Grep, ..."), and the double, like a model, answers such a request with text (a
+tool call there makes Claude Code report `compact_result: failed` and send the whole
+conversation anyway). Skipped without the CLI, like test_proxy_claude_code.
 """
 
 from __future__ import annotations
@@ -65,7 +64,15 @@ class Session:
         """`claude -p` with `words` words (continuing the session); its stream-json events."""
         assert CLAUDE is not None
         assert 0 < words < 40000  # one argument holds at most 128 KiB
-        args = ["--max-turns", "3", "--tools", "", "--output-format", "stream-json", "--verbose"]
+        args = [
+            "--max-turns",
+            "3",
+            "--tools",
+            "Bash",
+            "--output-format",
+            "stream-json",
+            "--verbose",
+        ]
         if self.runs:
             args.insert(0, "--continue")
         prompt = " ".join(["ab"] * words)

@@ -3,9 +3,10 @@
 Claude Code runs the tool (Bash: a `lab` command the test puts on PATH), sends the result back
 and prints the model's final text. And the answer to a prompt over the context window.
 
-The double calls the tool its last user message names; `--tools Bash` offers Claude Code's
-Bash tool only, so that is the one named (the default set has tools like Agent whose names
-appear earlier in Claude Code's reminders). Skipped without the CLI, like test_proxy_claude_code.
+The double calls the tool the user's own words in the last user message name (not the
+`<system-reminder>` context Claude Code adds there, which names tools like Agent); `--tools Bash`
+offers Claude Code's Bash tool only, a small prompt for the window test. Skipped without the CLI,
+like test_proxy_claude_code.
 """
 
 from __future__ import annotations

@@ -103,6 +103,39 @@ def test_earliest_mentioned_tool_wins():
     assert find_tool_call([{"role": "user", "content": "bare_tool"}], [bare]) is not None
 
 
+def test_system_reminders_do_not_choose_the_tool():
+    # Claude Code puts context that names tools in <system-reminder> spans of the user message
+    # (the list of agent types, CLAUDE.md): only the user's own words pick the tool
+    read = {"type": "function", "function": {"name": "read_file", "parameters": {}}}
+    reminder = "<system-reminder>\nAgents may call get_weather or read_file.\n</system-reminder>"
+    hello = [{"role": "user", "content": f"{reminder}\n\nHello, reply briefly."}]
+    assert find_tool_call(hello, [WEATHER, read]) is None
+    after = [{"role": "user", "content": f"hi\n\n{reminder}"}]
+    assert find_tool_call(after, [WEATHER, read]) is None
+    # a mention outside the reminder still calls, even when the reminder names another earlier
+    both = [{"role": "user", "content": f"{reminder}\n\nplease use read_file, then get_weather"}]
+    assert find_tool_call(both, [WEATHER, read])["function"]["name"] == "read_file"
+    # a span is replaced by a space: names on either side stay whole words
+    glued = [{"role": "user", "content": f"get_weather{reminder}read_file"}]
+    assert find_tool_call(glued, [read, WEATHER])["function"]["name"] == "get_weather"
+    # an unclosed tag is the user's text
+    unclosed = [{"role": "user", "content": "<system-reminder> get_weather"}]
+    assert find_tool_call(unclosed, [WEATHER])["function"]["name"] == "get_weather"
+    assert plan_reply("m", hello, [WEATHER, read], None, False).tool_calls is None
+
+
+def test_words_that_forbid_tools_make_no_call():
+    # Claude Code's compaction request names its tools to forbid them and wants a text summary
+    bash = {"type": "function", "function": {"name": "Bash", "parameters": {}}}
+    for text in (
+        "CRITICAL: Respond with TEXT ONLY. Do NOT use Read, Bash, Grep or any tool.",
+        "don't call Bash, just summarize",
+        "Never use Bash here.",
+    ):
+        assert find_tool_call([{"role": "user", "content": text}], [bash]) is None, text
+    assert find_tool_call([{"role": "user", "content": "Use Bash to run lab"}], [bash]) is not None
+
+
 def test_plan_tool_call_has_empty_content():
     reply = plan_reply(
         "m", [{"role": "user", "content": "get_weather now"}], [WEATHER], None, False

@@ -1,14 +1,25 @@
 """The lab double's prompt model (pure): template, tokens, num_ctx, slots, tool-call leaks."""
 
+import hashlib
 import io
 import json
+import lzma
+import random
+from pathlib import Path
 
 import pytest
 
 from vastllm_lab.ollama import faults
 from vastllm_lab.ollama.catalog import builtin_catalog
 from vastllm_lab.ollama.config import Settings
-from vastllm_lab.ollama.generation import leak_chunks, leak_text, plan_reply
+from vastllm_lab.ollama.generation import (
+    _digest,
+    leak_chunks,
+    leak_text,
+    plan_reply,
+    reply_text,
+    thinking_text,
+)
 from vastllm_lab.ollama.prompt import (
     SHIFT_OFF_ERROR,
     Slot,
@@ -18,7 +29,9 @@ from vastllm_lab.ollama.prompt import (
     fit_context,
     prompt_tokens,
     render_prompt,
+    render_segments,
     tokenize,
+    tools_text,
 )
 from vastllm_lab.ollama.state import LabOllama
 from vastllm_lab.ollama.store import ModelStore
@@ -61,6 +74,43 @@ def test_render_prompt_puts_system_and_tools_first():
     )
 
 
+def test_only_the_first_system_message_is_the_system_prompt():
+    # Ollama's qwen3-coder renderer: "filter out system messages and choose the first (if any)
+    # to win"; the others are dropped from the prompt
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "system", "content": "Available agent types: ..."},
+    ]
+    assert render_prompt(messages, []) == (
+        "<|im_start|>system\nbe brief<|im_end|>\n"
+        "<|im_start|>user\nhi<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    # wherever it stands; an empty system message does not win
+    later = [{"role": "system", "content": ""}, {"role": "user", "content": "hi"}, messages[2]]
+    assert render_prompt(later, []).startswith(
+        "<|im_start|>system\nAvailable agent types: ...<|im_end|>\n<|im_start|>user\nhi"
+    )
+    assert len(plan_reply("m", messages, [], None, False).content) > 0
+    assert plan_reply("m", messages, [], None, False).prompt_eval_count == len(
+        prompt_tokens(messages[:2], [])
+    )
+
+
+def test_truncation_keeps_the_first_system_message_as_the_system_prompt():
+    messages = [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": words(30)},
+        {"role": "system", "content": words(30)},
+        {"role": "user", "content": "last one"},
+    ]
+    fit = fit_context(messages, [], 20)
+    assert fit.error is None
+    assert fit.dropped_messages == 1
+    assert fit.tokens == prompt_tokens([messages[0], messages[3]], [])
+
+
 def test_render_prompt_is_byte_stable_across_json_key_order():
     one = [{"type": "function", "function": {"name": "T", "parameters": {"x": 1, "y": 2}}}]
     two = [{"function": {"parameters": {"y": 2, "x": 1}, "name": "T"}, "type": "function"}]
@@ -85,6 +135,116 @@ def test_tokenize_is_a_partition_with_markers_as_tokens():
     ]
     assert tokenize("") == []
     assert tokenize("  lead") == ["  ", "lead"]
+
+
+SESSION = Path(__file__).resolve().parents[2] / "data" / "claude_code_session" / "session.json.xz"
+
+
+def recorded_chats():
+    """The Ollama chat bodies of the recorded Claude Code session (via the proxy's translation)."""
+    from vastllm.proxy.translate_request import build_chat, parse_request
+
+    records = json.loads(lzma.decompress(SESSION.read_bytes()))
+    return [
+        build_chat(
+            parse_request(r["body"]), "qwen3-coder:30b", stream=True, supports_thinking=False
+        )
+        for r in records
+        if r["path"].startswith("/v1/messages") and "count" not in r["path"]
+    ]
+
+
+AWKWARD = [
+    "",
+    " ",
+    "\n\n",
+    "<",
+    "< ",
+    "text <",
+    "<|im",
+    "<|im_end|",
+    "<|im_end|>",
+    "<|im_start|>user\n",
+    "ends with spaces   ",
+    "  starts with spaces",
+    "a<b>c",
+    "<tool_call>\n<function=x>",
+    "tab\t",
+    "é ü ✓",
+]
+
+
+def test_no_token_spans_two_segments():
+    # the memoized tokenization relies on it: tokenizing segment by segment is tokenizing the
+    # whole (every segment but the last ends in "<|im_end|>\n", each begins with "<|im_start|>")
+    rng = random.Random(7)
+    cases = [(chat["messages"], chat["tools"]) for chat in recorded_chats()]
+    for _ in range(300):
+        roles = ["system", "user", "assistant", "tool"]
+        messages = [
+            {
+                "role": rng.choice(roles),
+                "content": "".join(rng.choices(AWKWARD, k=rng.randint(0, 4))),
+            }
+            for _ in range(rng.randint(0, 5))
+        ]
+        cases.append((messages, rng.choice([[], [BASH]])))
+    for messages, tools in cases:
+        segments = render_segments(messages, tools)
+        whole = "".join(segments)
+        assert whole == render_prompt(messages, tools)
+        for segment in segments[:-1]:
+            assert segment.startswith("<|im_start|>")
+            assert segment.endswith("<|im_end|>\n")
+        piecewise = [token for segment in segments for token in tokenize(segment)]
+        assert piecewise == tokenize(whole)
+        # the memoized count, twice (a miss, then a hit), is the same as from scratch
+        assert prompt_tokens(messages, tools) == tokenize(whole)
+        assert prompt_tokens(messages, tools) == tokenize(whole)
+
+
+def test_memoized_tool_schemas_are_type_exact():
+    # 1, 1.0 and True are == in Python but not the same JSON: the memo must not mix them up
+    def tool(value):
+        return [{"type": "function", "function": {"name": "T", "parameters": {"default": value}}}]
+
+    messages = [{"role": "user", "content": "hi"}]
+    texts = []
+    for value in (1, True, 1.0, 1, "1", [1], {"a": 1}, {"a": True}):
+        text = tools_text(tool(value))
+        expected = json.dumps(
+            tool(value)[0], sort_keys=True, ensure_ascii=False, separators=(", ", ": ")
+        )
+        assert text == expected
+        assert render_prompt(messages, tool(value)).count(expected) == 1
+        texts.append(text)
+    assert len(set(texts)) == 7
+    # a tools list marshal cannot take is rendered directly
+    odd = [{"type": "function", "function": {"name": "T", "parameters": {"x": range(2)}}}]
+    with pytest.raises(TypeError):
+        tools_text(odd)
+
+
+def test_the_reply_seed_is_the_hash_of_the_whole_conversation():
+    # the tools' JSON is memoized and hashed piece by piece: the same seed as hashing all of it
+    for chat in recorded_chats()[:3]:
+        messages, tools = list(chat["messages"]), list(chat["tools"])
+        for _ in range(2):
+            blob = json.dumps(
+                ["m", messages, tools], sort_keys=True, separators=(",", ":"), default=str
+            )
+            seed = hashlib.sha256(blob.encode("utf-8")).digest()
+            count = 6 + seed[0] % 8
+            assert len(reply_text("m", messages, tools).split(": ", 1)[1].split()) == count
+            assert _digest("m", messages, tools=tools) == seed
+            thinking = json.dumps(
+                ["thinking", "m", messages, tools], sort_keys=True, separators=(",", ":")
+            )
+            assert (
+                _digest("thinking", "m", messages, tools=tools)
+                == hashlib.sha256(thinking.encode("utf-8")).digest()
+            )
+        assert thinking_text("m", messages, tools) == thinking_text("m", messages, list(tools))
 
 
 def test_a_follow_up_turn_begins_with_the_previous_prompt_and_reply():
@@ -176,6 +336,13 @@ def test_common_prefix():
     assert common_prefix(["a", "b", "c"], ["a", "b", "x"]) == 2
     assert common_prefix([], ["a"]) == 0
     assert common_prefix(["a", "b"], ["a", "b", "c"]) == 2
+    # compared a block at a time: every place of the first difference, around block edges
+    base = [f"t{i}" for i in range(2000)]
+    for cut in (0, 1, 511, 512, 513, 1023, 1024, 1500, 1999):
+        other = [*base[:cut], "x", *base[cut + 1 :]]
+        assert common_prefix(base, other) == cut
+        assert common_prefix(base, base[:cut]) == cut
+    assert common_prefix(base, list(base)) == 2000
 
 
 def test_choose_slot_continues_the_slot_whose_cache_begins_the_prompt():
@@ -238,11 +405,16 @@ def test_state_slots_count_hits_and_interleaved_sessions_evict_each_other(tmp_pa
                 "reused_tokens": 4,
                 "evaluated_tokens": 3 + 1 + 3,
                 "cached_tokens": 3,
+                "work_ns": 0,
             }
         ]
     }
+    app.add_work("m", 0, 1500)
+    app.add_work("m", 0, 500)
+    assert app.stats()["slots"]["m"][0]["work_ns"] == 2000
     app.reset_stats()
     assert app.stats()["slots"]["m"][0]["requests"] == 0
+    assert app.stats()["slots"]["m"][0]["work_ns"] == 0
     assert app.stats()["slots"]["m"][0]["cached_tokens"] == 3
     app.unload("m")
     assert app.stats()["slots"] == {}

@@ -153,15 +153,24 @@ def test_the_translation_is_deterministic_and_keeps_the_clients_order():
         assert list(tool["function"]["parameters"]) == list(original["input_schema"])
 
 
-def test_a_mid_conversation_system_message_stays_in_place():
+def test_a_mid_conversation_system_message_reaches_the_model_in_place():
     # Claude Code 2.1.197 sends the list of agent types as a system message after the first user
-    # message; it is passed on where it is, so later turns only ever append. (Ollama's qwen3-coder
-    # renderer keeps only the first system message: this one does not reach the model there.)
+    # message. Ollama's qwen3-coder renderer keeps only the first system message, so it is folded
+    # into that user message as <system-reminder> text: in the rendered prompt, where the model
+    # sees it, and at the same place on every turn (later turns only append).
     body = MESSAGES[0]["body"]
     assert [m["role"] for m in body["messages"]] == ["user", "system"]
-    chat = chat_of(body)
-    assert [m["role"] for m in chat["messages"]] == ["system", "user", "system"]
-    assert chat["messages"][2]["content"].startswith("Available agent types")
+    agents = body["messages"][1]["content"]
+    assert agents.startswith("Available agent types")
+    reminder = f"<system-reminder>\n{agents}\n</system-reminder>"
+    for record in MESSAGES:
+        chat = chat_of(record["body"])
+        assert [m["role"] for m in chat["messages"]].count("system") == 1
+        assert chat["messages"][1]["role"] == "user"
+        assert chat["messages"][1]["content"].startswith(reminder)  # before the user's words
+        rendered = prompt_of(chat)
+        assert reminder in rendered
+        assert rendered.index(reminder) > rendered.index("<|im_start|>user")
 
 
 def test_usage_reports_what_ollama_counted_and_no_cache_figures():

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from vastllm.proxy.errors import ProxyError
-from vastllm.proxy.translate_request import build_chat, parse_request
+from vastllm.proxy.translate_request import build_chat, check_depth, parse_request
 
 
 def body(**fields):
@@ -341,20 +343,145 @@ def test_missing_max_tokens_allowed_for_count_tokens_only():
 
 
 def test_system_role_inside_messages_as_claude_code_sends_it():
+    # Ollama's qwen3-coder renderer keeps only the first system message: later ones are folded
+    # into the user's turn as <system-reminder> text, in place
     chat = chat_for(
         body(
+            system="be brief",
             messages=[
                 {"role": "user", "content": [{"type": "text", "text": "hi"}]},
                 {"role": "system", "content": "Available agent types: ..."},
                 {"role": "system", "content": [{"type": "text", "text": "more"}]},
-            ]
+            ],
+        )
+    )
+    assert chat["messages"] == (
+        {"role": "system", "content": "be brief"},
+        {
+            "role": "user",
+            "content": "<system-reminder>\nAvailable agent types: ...\n</system-reminder>\n\n"
+            "<system-reminder>\nmore\n</system-reminder>\n\nhi",
+        },
+    )
+
+
+def test_a_system_message_after_an_assistant_turn_becomes_its_own_user_message():
+    chat = chat_for(
+        body(
+            messages=[
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "system", "content": "note"},
+                {"role": "user", "content": "go on"},
+            ],
         )
     )
     assert chat["messages"] == (
         {"role": "user", "content": "hi"},
-        {"role": "system", "content": "Available agent types: ..."},
-        {"role": "system", "content": "more"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "<system-reminder>\nnote\n</system-reminder>"},
+        {"role": "user", "content": "go on"},
     )
+
+
+def test_a_system_message_after_a_tool_result_is_not_merged_into_it():
+    chat = chat_for(
+        body(
+            messages=[
+                {"role": "user", "content": "read it"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t1", "name": "Read", "input": {}}],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "x"}],
+                },
+                {"role": "system", "content": "note"},
+            ],
+        )
+    )
+    assert chat["messages"][-2:] == (
+        {"role": "tool", "content": "x", "tool_name": "Read"},
+        {"role": "user", "content": "<system-reminder>\nnote\n</system-reminder>"},
+    )
+
+
+def test_a_leading_system_message_without_a_top_level_system_is_the_system_prompt():
+    chat = chat_for(
+        body(
+            messages=[
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": "note"},
+            ],
+        )
+    )
+    assert chat["messages"] == (
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "<system-reminder>\nnote\n</system-reminder>\n\nhi"},
+    )
+    # with a top-level system prompt, a leading system message is a reminder like any other
+    chat = chat_for(
+        body(
+            system="top",
+            messages=[
+                {"role": "system", "content": "early"},
+                {"role": "user", "content": "hi"},
+            ],
+        )
+    )
+    assert chat["messages"] == (
+        {"role": "system", "content": "top"},
+        {"role": "user", "content": "<system-reminder>\nearly\n</system-reminder>"},
+        {"role": "user", "content": "hi"},
+    )
+
+
+def test_a_folded_system_message_keeps_its_images_and_an_empty_one_is_dropped():
+    image = {
+        "type": "image",
+        "source": {"type": "base64", "media_type": "image/png", "data": "QQ=="},
+    }
+    chat = chat_for(
+        body(
+            messages=[
+                {"role": "user", "content": [image]},
+                {"role": "system", "content": [{"type": "text", "text": "see"}, image]},
+                {"role": "assistant", "content": "ok"},
+                {"role": "system", "content": ""},
+                {"role": "user", "content": "next"},
+            ],
+        )
+    )
+    assert chat["messages"] == (
+        {
+            "role": "user",
+            "content": "<system-reminder>\nsee\n</system-reminder>",
+            "images": ["QQ==", "QQ=="],
+        },
+        {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": "next"},
+    )
+
+
+def test_folding_keeps_every_turn_a_prefix_of_the_next():
+    turns = [
+        [{"role": "user", "content": "a"}, {"role": "system", "content": "s1"}],
+        [
+            {"role": "user", "content": "a"},
+            {"role": "system", "content": "s1"},
+            {"role": "assistant", "content": "b"},
+            {"role": "system", "content": "s2"},
+            {"role": "user", "content": "c"},
+        ],
+    ]
+    turns.append(
+        [*turns[1], {"role": "assistant", "content": "d"}, {"role": "user", "content": "e"}]
+    )
+    chats = [chat_for(body(system="sys", messages=m))["messages"] for m in turns]
+    for before, after in itertools.pairwise(chats):
+        assert after[: len(before)] == before
 
 
 def test_unknown_block_types_are_tolerated():
@@ -369,3 +496,21 @@ def test_unknown_block_types_are_tolerated():
         )
     )
     assert chat["messages"] == ({"role": "user", "content": "x"},)
+
+
+@pytest.mark.parametrize("limit", [1, 2, 5, 64])
+def test_check_depth_counts_objects_and_arrays_alike(limit):
+    def nest(levels):
+        value = "leaf"
+        for level in range(levels):
+            value = [1, value] if level % 2 else {"k": value, "n": None}
+        return value
+
+    check_depth(nest(limit), "x", limit)
+    check_depth("scalar", "x", 1)
+    with pytest.raises(ProxyError, match=f"x: JSON nested deeper than {limit} levels"):
+        check_depth(nest(limit + 1), "x", limit)
+    # the deepest branch counts, wherever it is
+    with pytest.raises(ProxyError):
+        check_depth([{"a": 1}, [[], {"b": nest(limit)}]], "x", limit + 2)
+    check_depth([{"a": 1}, [[], {"b": nest(limit)}]], "x", limit + 3)

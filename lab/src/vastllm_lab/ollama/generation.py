@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .prompt import prompt_tokens, render_xml_call
+from .prompt import Memo, plain_data_key, prompt_tokens, render_xml_call
 
 LEAK_FORMS = ("xml", "xml_wrapped", "json")
 _LEAK_CHUNK_SIZES = (1, 4, 2, 7, 3, 5, 2, 9, 1, 6)  # chars per chunk, cycled: cuts markup anywhere
@@ -32,6 +32,7 @@ VOCAB = (
 )  # fmt: skip
 
 _TOKEN_RE = re.compile(r"\s*\S+")
+_REMINDER_RE = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 _ARG_VALUES: dict[str, Any] = {
     "string": "lab",
     "integer": 1,
@@ -63,9 +64,28 @@ def count_tokens(text: str) -> int:
     return len(text.split())
 
 
-def _digest(*parts: object) -> bytes:
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode("utf-8")).digest()
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# marshal bytes of a tools list -> its JSON text (see prompt.plain_data_key)
+_TOOLS_JSON: Memo[bytes, str] = Memo(16, 8 << 20)
+
+
+def _digest(*parts: object, tools: Sequence[Any]) -> bytes:
+    """sha256 of the compact, key-sorted JSON of `[*parts, list(tools)]`.
+
+    Hashed piece by piece (a JSON array is its items' JSON joined by commas), the tools' JSON
+    memoized: a Claude Code request re-sends ~80 kB of identical tool schemas on every turn.
+    """
+    digest = hashlib.sha256(b"[")
+    for part in parts:
+        digest.update(_json(part).encode("utf-8") + b",")
+    listed = list(tools)
+    key = plain_data_key(listed)
+    text = _json(listed) if key is None else _TOOLS_JSON.get(key, lambda: _json(listed))
+    digest.update(text.encode("utf-8") + b"]")
+    return digest.digest()
 
 
 def _words(seed: bytes, low: int, spread: int) -> list[str]:
@@ -138,17 +158,33 @@ def args_for_schema(schema: Any) -> dict[str, Any]:
     }
 
 
+def user_words(text: str) -> str:
+    """The text without its `<system-reminder>...</system-reminder>` spans (each becomes a
+    space): the context a client such as Claude Code adds to a user message, not the user's own
+    words."""
+    return _REMINDER_RE.sub(" ", text)
+
+
+_NO_TOOLS = re.compile(r"\b(?:do not|don't|never)\s+(?:use|call)\b", re.IGNORECASE)
+
+
 def find_tool_call(
     messages: Sequence[dict[str, Any]], tools: Sequence[Any]
 ) -> dict[str, Any] | None:
     """The tool call the lab double makes: the tool whose name the last user message mentions.
 
     Only when tools are offered and the last message is from the user; the earliest mention in
-    the text wins (ties: the tool listed first).
+    the user's own words wins (ties: the tool listed first). Text inside
+    `<system-reminder>...</system-reminder>` does not count: Claude Code puts context there
+    (the list of agent types, CLAUDE.md) that names tools. Words that forbid tools ("do not
+    use", "don't call", ...) mean no call: Claude Code's compaction request names its tools
+    only to forbid them ("Do NOT use Read, Bash, ...") and wants a text summary.
     """
     if not tools or not messages or messages[-1].get("role") != "user":
         return None
-    text = message_text(messages[-1])
+    text = user_words(message_text(messages[-1]))
+    if _NO_TOOLS.search(text):
+        return None
     best: tuple[int, int, dict[str, Any]] | None = None
     for order, tool in enumerate(tools):
         function = tool_function(tool)
@@ -172,7 +208,7 @@ def find_tool_call(
 
 def reply_text(model: str, messages: Sequence[dict[str, Any]], tools: Sequence[Any]) -> str:
     """The deterministic answer text for a conversation."""
-    seed = _digest(model, list(messages), list(tools))
+    seed = _digest(model, list(messages), tools=tools)
     words = " ".join(_words(seed, 6, 8))
     last = messages[-1] if messages else {}
     if last.get("role") == "tool":
@@ -182,7 +218,7 @@ def reply_text(model: str, messages: Sequence[dict[str, Any]], tools: Sequence[A
 
 
 def thinking_text(model: str, messages: Sequence[dict[str, Any]], tools: Sequence[Any]) -> str:
-    seed = _digest("thinking", model, list(messages), list(tools))
+    seed = _digest("thinking", model, list(messages), tools=tools)
     words = " ".join(_words(seed, 4, 6))
     return f"Lab thinking about {len(messages)} message(s): {words}."
 
@@ -291,15 +327,20 @@ def plan_reply(
     think: bool,
     fmt: Any = None,
     leak: str | None = None,
+    prompt_count: int | None = None,
 ) -> Reply:
     """Everything the lab double answers for a chat request (pure).
 
     `leak` (one of LEAK_FORMS) writes a tool call as text in `content` (small chunks)
-    instead of `tool_calls`, like qwen3-coder when Ollama's parser misses it.
+    instead of `tool_calls`, like qwen3-coder when Ollama's parser misses it. `prompt_count`:
+    the prompt's token count when the caller has counted it (the server counts the prompt it
+    fits into `num_ctx`); else the whole rendered prompt is counted here.
     """
     num_predict, stops = parse_options(options)
     limit = num_predict if num_predict is not None and num_predict > 0 else None
-    reply = Reply(prompt_eval_count=max(len(prompt_tokens(messages, tools)), 1))
+    if prompt_count is None:
+        prompt_count = len(prompt_tokens(messages, tools))
+    reply = Reply(prompt_eval_count=max(prompt_count, 1))
     thinking = split_tokens(thinking_text(model, messages, tools)) if think else []
     call = find_tool_call(messages, tools)
     if call is not None and leak:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 from . import faults as faults_mod
 from .catalog import CatalogEntry
 from .config import ConfigError, parse_duration
-from .generation import RequestError, plan_reply
+from .generation import RequestError, parse_options, plan_reply
 from .names import InvalidModelName, normalize
 from .prompt import fit_context, tokenize
 from .state import os_error_text
@@ -84,6 +84,13 @@ def _flag(req: dict[str, Any], key: str) -> bool:
     if not isinstance(value, bool):
         raise RequestError(f"{key} must be true or false")
     return value
+
+
+def _pause_until(deadline: float) -> None:
+    """Sleep until `time.perf_counter()` reaches `deadline` (at once if it has)."""
+    remaining = deadline - time.perf_counter()
+    if remaining > 0:
+        time.sleep(remaining)
 
 
 class Handler(WireHandler):
@@ -257,6 +264,7 @@ class Handler(WireHandler):
         return True
 
     def chat(self, body: bytes) -> None:
+        began = time.perf_counter()  # the double's own work starts: see _generate
         req = self.read_json(body)
         app = self.server.app
         record, keep_alive, stream = self._prepare(req)
@@ -266,6 +274,9 @@ class Handler(WireHandler):
         messages = _message_list(req.get("messages"))
         tools = _tools(req.get("tools"))
         think = _think(req.get("think"))
+        parse_options(req.get("options"))  # a bad option is a 400 before the prompt is looked at
+        # the prompt is rendered and counted once, here (400 when it cannot fit)
+        tokens = self._fit(record, req, messages, tools) if messages else []
         reply = plan_reply(
             record.name,
             messages,
@@ -274,6 +285,7 @@ class Handler(WireHandler):
             think,
             req.get("format"),
             leak=app.fault("tool_call_leak"),
+            prompt_count=len(tokens),
         )
         if not messages:
             loaded = self._load_only(record, keep_alive, req)
@@ -311,12 +323,13 @@ class Handler(WireHandler):
                 item["message"]["tool_calls"] = reply.tool_calls
             return item
 
-        tokens = self._fit(record, req, messages, tools)
         self._generate(
-            record, keep_alive, stream, reply, req, tokens, chunk, tool_chunk, whole, "message"
-        )
+            record, keep_alive, stream, reply, req, tokens, chunk, tool_chunk, whole, "message",
+            began,
+        )  # fmt: skip
 
     def generate(self, body: bytes) -> None:
+        began = time.perf_counter()
         req = self.read_json(body)
         app = self.server.app
         record, keep_alive, stream = self._prepare(req)
@@ -348,13 +361,17 @@ class Handler(WireHandler):
         if images:
             user["images"] = images
         messages.append(_message_list([user])[0])
+        think = _think(req.get("think"))
+        parse_options(req.get("options"))  # a bad option is a 400 before the prompt is looked at
+        tokens = self._fit(record, req, messages, [])
         reply = plan_reply(
             record.name,
             messages,
             [],
             req.get("options"),
-            _think(req.get("think")),
+            think,
             req.get("format"),
+            prompt_count=len(tokens),
         )
 
         def chunk(thinking: str, content: str) -> dict[str, Any]:
@@ -371,9 +388,8 @@ class Handler(WireHandler):
         def whole() -> dict[str, Any]:
             return chunk(reply.thinking_text, reply.content_text)
 
-        tokens = self._fit(record, req, messages, [])
         self._generate(
-            record, keep_alive, stream, reply, req, tokens, chunk, whole, whole, "response"
+            record, keep_alive, stream, reply, req, tokens, chunk, whole, whole, "response", began
         )
 
     def _fit(
@@ -416,11 +432,19 @@ class Handler(WireHandler):
         tool_chunk: Callable[[], dict[str, Any]],
         whole: Callable[[], dict[str, Any]],
         kind: str,
+        began: float,
     ) -> None:
         app = self.server.app
         started = time.perf_counter()
         load_ns = app.load(record, req.get("options"))
+        loaded = time.perf_counter()
         index, prefix = app.acquire_slot(record.name, tokens)
+        # The double's own work on the request (JSON, prompt, slot; not the load): what real
+        # Ollama does in Go, in about a millisecond. Counted apart from the evaluation it
+        # emulates, which starts only now (/lab/stats `work_ns`).
+        app.add_work(
+            record.name, index, int((started - began + time.perf_counter() - loaded) * 1e9)
+        )
         try:
             self._evaluate(
                 record, keep_alive, stream, reply, tokens, prefix, started, load_ns,
@@ -449,12 +473,15 @@ class Handler(WireHandler):
         reply.prompt_eval_count = evaluated if app.fault("prompt_cache_count") else len(tokens)
         prompt_rate = float(app.fault("prompt_tokens_per_second") or 0)
         generation_rate = float(app.fault("generation_tokens_per_second") or 0)
+        # Paced against deadlines, not by sleeping the intervals one after the other: a sleep's
+        # overshoot (~0.1 ms) and the time spent sending are not added to the next interval.
+        eval_started = time.perf_counter()
         if prompt_rate:
             prompt_ns = int(evaluated / prompt_rate * 1e9)
-            time.sleep(evaluated / prompt_rate)
+            eval_started += evaluated / prompt_rate
+            _pause_until(eval_started)
         else:
             prompt_ns = evaluated * 20_000
-        eval_started = time.perf_counter()
         delay = float(app.fault("chunk_delay") or 0)
         if generation_rate:
             delay += 1 / generation_rate
@@ -483,7 +510,7 @@ class Handler(WireHandler):
                 self.connection.shutdown(socket.SHUT_RDWR)
                 return
             if delay:
-                time.sleep(delay * (len(reply.thinking) + len(reply.content)))
+                _pause_until(eval_started + delay * (len(reply.thinking) + len(reply.content)))
             app.keep(record, keep_alive)
             self.send_json(200, final(whole()))
             return
@@ -495,12 +522,14 @@ class Handler(WireHandler):
         ]
         if reply.tool_calls:
             sends.append(tool_chunk)
+        due = eval_started
         for make in sends:
             if crash_after is not None and out.chunks >= crash_after:
                 out.abort()
                 return
             if delay:
-                time.sleep(delay)
+                due += delay
+                _pause_until(due)
             out.send(make())
         if crash_after is not None and out.chunks >= crash_after:
             out.abort()

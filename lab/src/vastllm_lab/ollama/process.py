@@ -251,7 +251,8 @@ class LabOllamaProcess:
 
     def slots(self) -> dict[str, list[dict[str, int]]]:
         """Per loaded model, each prompt-cache slot's counters (`requests`, `hits`,
-        `reused_tokens`, `evaluated_tokens`, `cached_tokens`)."""
+        `reused_tokens`, `evaluated_tokens`, `cached_tokens`, and `work_ns`: the double's own
+        work on the requests before it starts charging evaluation time)."""
         result: dict[str, list[dict[str, int]]] = self._control("GET", "/lab/stats")["slots"]
         return result
 

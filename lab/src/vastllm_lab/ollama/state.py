@@ -86,6 +86,7 @@ class LabOllama:
                         "reused_tokens": slot.reused_tokens,
                         "evaluated_tokens": slot.evaluated_tokens,
                         "cached_tokens": len(slot.tokens),
+                        "work_ns": slot.work_ns,
                     }
                     for index, slot in enumerate(model_slots)
                 ]
@@ -100,6 +101,7 @@ class LabOllama:
             for model_slots in self._slots.values():
                 for slot in model_slots:
                     slot.requests = slot.hits = slot.reused_tokens = slot.evaluated_tokens = 0
+                    slot.work_ns = 0
 
     # -- prompt cache (slots) ----------------------------------------------------------------
     def acquire_slot(self, name: str, tokens: list[str]) -> tuple[int, int]:
@@ -120,6 +122,13 @@ class LabOllama:
             slot.evaluated_tokens += len(tokens) - prefix
             slot.tokens = list(tokens[:prefix])  # what survives if the request dies
             return index, prefix
+
+    def add_work(self, name: str, index: int, ns: int) -> None:
+        """Count the double's own work on a request (see `Slot.work_ns`) to its slot."""
+        with self._lock:
+            slots = self._slots.get(name)
+            if slots is not None and index < len(slots):
+                slots[index].work_ns += max(ns, 0)
 
     def release_slot(self, name: str, index: int, tokens: list[str]) -> None:
         """The request is done: the slot caches `tokens` (prompt + generated text)."""
