@@ -48,6 +48,7 @@ from vastllm.proxy.window import overflow_numbers, overflow_of, too_long
 
 _SSE = b"text/event-stream"
 _PING = encode_event("ping", {"type": "ping"})
+_CLOCK_SLACK = 0.001  # s: the event loop's clock resolution (uvloop counts milliseconds)
 # Fields that do not change a prompt's token count (left out of the count_tokens cache key).
 _NOT_COUNTED = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences")
 
@@ -76,6 +77,7 @@ class Pinger:
         "_handle",
         "_interval",
         "_loop",
+        "_next_ping",
         "_owner",
         "_start_events",
         "_task",
@@ -97,42 +99,52 @@ class Pinger:
         self._owner: asyncio.Task[Any] | None = None
         self._cancelling = 0
         self._deadline: float | None = None
-        delay = interval
+        now = loop.time()
+        self._next_ping: float | None = None if interval is None else now + interval
         if timeout is not None:
             self._owner = owner = asyncio.current_task()
             self._cancelling = owner.cancelling() if owner is not None else 0
-            self._deadline = loop.time() + timeout
-            delay = timeout if interval is None else min(interval, timeout)
-        self._handle: asyncio.TimerHandle | None = (
-            loop.call_later(delay, self._fire) if delay is not None else None
-        )
+            self._deadline = now + timeout
+        self._handle: asyncio.TimerHandle | None = None
+        self._arm()
+
+    def _arm(self) -> None:
+        """The timer for whatever is due first: the next ping or the deadline."""
+        due = [t for t in (self._next_ping, self._deadline) if t is not None]
+        self._handle = self._loop.call_at(min(due), self._fire) if due else None
 
     def _fire(self) -> None:
-        self._handle = None
+        # Due within a millisecond counts as due: the loop's clock has that resolution, and a
+        # timer armed for a time may see a clock a rounding error short of it.
+        now = self._loop.time() + _CLOCK_SLACK
         deadline = self._deadline
-        now = self._loop.time()
         if deadline is not None and now >= deadline:
+            self._handle = None
             self._expired = True
             self._deadline = None
             if self._owner is not None:
                 self._owner.cancel()
             return
-        delay = self._interval
-        # a slow client: never two pings at once
-        if delay is not None and (self._task is None or self._task.done()):
-            self._task = self._loop.create_task(self._ping())
-        if deadline is not None:
-            delay = deadline - now if delay is None else min(delay, deadline - now)
-        if delay is not None:
-            self._handle = self._loop.call_later(delay, self._fire)
+        next_ping = self._next_ping
+        if next_ping is not None and now >= next_ping:
+            # a slow client: never two pings at once
+            if self._task is None or self._task.done():
+                self._task = self._loop.create_task(self._ping())
+            self._next_ping = now + self._interval if self._interval is not None else None
+        self._arm()
 
     def arrived(self) -> None:
         """The backend's first chunk came: the first-token timeout is over (pings go on
         until ``stop()``)."""
+        deadline = self._deadline
+        if deadline is None:
+            return
         self._deadline = None
-        if self._interval is None and self._handle is not None:
+        if self._next_ping is not None and self._next_ping <= deadline:
+            return  # the timer is set for the next ping already
+        if self._handle is not None:
             self._handle.cancel()
-            self._handle = None
+        self._arm()
 
     def timed_out(self) -> bool:
         """Whether the task's ``CancelledError`` is this first-token timeout's (and not also
@@ -224,15 +236,22 @@ class MessageRoutes:
         if key is not None and cache is not None:
             await cache.put(key, body)
 
+    def _remember(self, key: str | None, body: bytes) -> None:
+        """The finished answer into the memory tier, at once (no I/O): done before the
+        requests waiting for the same answer are released, so one that arrives after that
+        finds it (never a second generation)."""
+        cache = self._context.cache
+        if key is not None and cache is not None:
+            cache.remember(key, body)
+
     async def _finish(
         self, key: str | None, body: bytes, send_last: Callable[[], Awaitable[None]]
     ) -> None:
-        """Send the answer's last bytes (``send_last``) and store the answer so that a client
-        asking again as soon as it has them gets the hit: in the memory tier first (no I/O),
-        then in Redis once the client has its answer. An answer the memory tier does not take
-        goes to Redis before the client gets its end."""
+        """Send the answer's last bytes (``send_last``) and put the answer (``_remember``ed
+        before) in Redis: after the client has its answer when the memory tier holds it
+        (an immediate repeat is a hit there), before when it does not (too large for it)."""
         cache = self._context.cache
-        if key is None or cache is None or not cache.remember(key, body):
+        if key is None or cache is None or len(body) > cache.max_entry_bytes:
             await send_last()
         elif key in cache.memory:
             await send_last()
@@ -407,6 +426,7 @@ class MessageRoutes:
             self._metrics.record_tokens(assembler.input_tokens, assembler.output_tokens)
             for form in assembler.rescued:
                 self._metrics.record_rescue(form)
+            self._remember(key, encoded)
             if publish is not None:
                 publish(("ok", encoded))
             return encoded

@@ -74,6 +74,7 @@ class RespClient:
         self._deadlines: dict[asyncio.StreamWriter, float] = {}
         self._expired: set[asyncio.StreamWriter] = set()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._watchdog_loop: asyncio.AbstractEventLoop | None = None
         self._tick = max(timeout / 4, 0.01)
 
     async def _connect(self) -> Stream:
@@ -102,10 +103,14 @@ class RespClient:
         """Note the deadline of a command about to be sent on ``writer``."""
         loop = asyncio.get_running_loop()
         self._deadlines[writer] = loop.time() + self._timeout
-        if self._watchdog is None:
+        if self._watchdog is None or self._watchdog_loop is not loop:
+            # (a client used from another loop: the old loop's timer will never run there)
+            self._watchdog_loop = loop
             self._watchdog = loop.call_later(self._tick, self._check_deadlines, loop)
 
     def _check_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is not self._watchdog_loop:
+            return  # a timer of a loop the client has left
         self._watchdog = None
         now = loop.time()
         for writer, deadline in list(self._deadlines.items()):

@@ -152,17 +152,18 @@ class _HeadWithBody:
         elif self._fresh:
             self._fresh = False
             self._head = data
-            self._loop.call_soon(self._flush)
+            self._loop.call_soon(self.flush)
         else:
             self._transport.write(data)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write a held head now (before anyone else writes to the connection)."""
         head, self._head = self._head, None
         if head is not None and not self._transport.is_closing():
             self._transport.write(head)
 
     def close(self) -> None:
-        self._flush()
+        self.flush()
         self._transport.close()
 
     def __getattr__(self, name: str) -> Any:
@@ -211,6 +212,17 @@ class GuardedProtocol(HttpToolsProtocol):
                 callback()
             except Exception:
                 _log.exception("disconnect callback failed")
+
+    def _flush_held_head(self) -> None:
+        """A response head the current cycle holds goes out before what the protocol itself
+        writes or closes (an answer to ``HEAD`` has no body write to carry it)."""
+        cycle = self.cycle
+        if cycle is not None and isinstance(cycle.transport, _HeadWithBody):
+            cycle.transport.flush()
+
+    def shutdown(self) -> None:
+        self._flush_held_head()
+        super().shutdown()
 
     def _watch_disconnect(self, callback: Callable[[], None]) -> Callable[[], None]:
         """The ASGI extension ``vastllm.disconnect`` (``asgi.watch_disconnect``): call
@@ -366,6 +378,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def _refuse(self, status: int, error_type: str, message: str) -> None:
         """Answer with an error (unless a response is under way), then close."""
+        self._flush_held_head()
         self._finished = True
         self._reading_head = False
         self._in_body = False

@@ -420,19 +420,34 @@ def parse_request(body: Any, *, count_only: bool = False) -> ChatRequest:
     tools = _convert_tools(body.get("tools"))
     mode, offered, instruction = _tool_choice(body.get("tool_choice"), tools)
     system = _system_text(body.get("system"))
+    # Without a top-level `system`, a system message that is the very first message is the
+    # system prompt (any later one is folded into a user turn, ``_fold_system``).
+    tool_names: dict[str, str] = {}
+    leading: dict[str, Any] | None = None
+    first: list[dict[str, Any]] | None = None
+    if not system:
+        first = _convert_message(0, raw_messages[0], tool_names)
+        if first[0]["role"] == "system":
+            leading = first[0]
+            system = leading.get("content", "")
     if instruction:
         system = f"{system}\n\n{instruction}" if system else instruction
 
     messages: list[dict[str, Any]] = []
-    if system:
-        messages.append({"role": "system", "content": system})
-    tool_names: dict[str, str] = {}
+    if system or leading is not None:
+        prompt: dict[str, Any] = {"role": "system", "content": system}
+        if leading is not None and leading.get("images"):
+            prompt["images"] = leading["images"]
+        messages.append(prompt)
     pending: list[dict[str, Any]] = []  # system messages to fold, in their order
     for index, message in enumerate(raw_messages):
-        converted = _convert_message(index, message, tool_names)
-        # a system message is the system prompt only as the very first message (no top-level
-        # `system`); any later one is folded into a user turn
-        if converted[0]["role"] == "system" and messages:
+        if index == 0 and leading is not None:
+            continue  # the system prompt, above
+        if index == 0 and first is not None:
+            converted = first
+        else:
+            converted = _convert_message(index, message, tool_names)
+        if converted[0]["role"] == "system":
             pending.append(converted[0])
             continue
         if pending:

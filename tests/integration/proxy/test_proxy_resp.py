@@ -164,3 +164,27 @@ async def test_a_hung_redis_times_out_each_command_and_its_connection_is_dropped
         if server.process is not None:
             server.process.send_signal(signal.SIGCONT)
         server.kill()
+
+
+def test_the_timeout_holds_when_the_client_is_used_from_a_second_event_loop(tmp_path):
+    """A client used under one event loop and then another (its pool empty: max_idle=0) still
+    times a hung Redis out: the first loop's watchdog timer is not taken for the second's."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        client = RespClient(server.url, connect_timeout=0.5, timeout=0.4, max_idle=0)
+        asyncio.run(client.ping())  # arms the watchdog on a loop that then ends
+
+        async def hung() -> float:
+            assert server.process is not None
+            server.process.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            with pytest.raises(RedisError, match="timed out"):
+                await asyncio.wait_for(client.get("vastllm:test:x"), 3)
+            return time.monotonic() - started
+
+        assert asyncio.run(hung()) < 0.4 * 1.25 + 0.3
+    finally:
+        if server.process is not None:
+            server.process.send_signal(signal.SIGCONT)
+        server.kill()

@@ -914,3 +914,54 @@ async def test_health_sees_a_change_after_the_probe_ttl(monkeypatch):
         backend.down.add("version")
         await asyncio.sleep(0.1)
         assert (await http.get("/health")).json()["status"] == "down"
+
+
+class LingeringReply(FakeReply):
+    """A streamed reply whose end (``finish``) waits: Ollama's connection still open after
+    the final chunk."""
+
+    def __init__(self, chunks: list[dict[str, Any]], release: asyncio.Event) -> None:
+        super().__init__(chunks)
+        self.release = release
+
+    async def finish(self) -> None:
+        await self.release.wait()
+        self.finished = True
+
+
+async def test_a_request_arriving_after_the_answer_is_done_never_generates_again():
+    """The answer is in the cache before the requests waiting for it are released: an
+    identical request that arrives in between (here while the leader still reads the end of
+    Ollama's stream) is a hit, not a second generation."""
+    backend, release = FakeBackend(), asyncio.Event()
+    original = backend.chat
+
+    async def chat(body: dict[str, Any]) -> FakeReply:
+        reply = await original(body)
+        return LingeringReply(reply.chunks, release)
+
+    backend.chat = chat  # type: ignore[method-assign]
+    app = create_app(settings(redis_url="redis://cache"), backend=backend, redis_client=FakeRedis())
+    request = {**BASIC, "stop_sequences": ["never"]}  # streamed from Ollama, answered whole
+    async with serve(app) as http:
+        leader = asyncio.create_task(http.post("/v1/messages", json=request, headers=HEADERS))
+        while not backend.chats or not app_flights_empty(app):
+            await asyncio.sleep(0.01)
+        try:  # a second generation would wait for the release like the first: no answer
+            second = await asyncio.wait_for(
+                http.post("/v1/messages", json=request, headers=HEADERS), 5
+            )
+        finally:
+            release.set()
+        first = await leader
+    assert first.status_code == 200
+    assert second.status_code == 200
+    assert second.headers["x-cache"] == "hit"
+    assert len(backend.chats) == 1
+    assert second.json()["content"] == first.json()["content"]
+
+
+def app_flights_empty(app: Any) -> bool:
+    """Whether the app's single-flight table is empty (the leader has published)."""
+    _name, handler = app._routes[("POST", "/v1/messages")]
+    return not handler.__self__._flights

@@ -352,3 +352,91 @@ async def test_without_the_key_an_app_that_reads_gets_the_small_cap_only():
         [b"x" * 60, b"y" * 40],
     )
     assert (status, json.loads(body)) == (200, {"got": 100})
+
+
+class FakeTransport:
+    """What a protocol writes, in order; enough of asyncio.Transport for uvicorn."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+        self.eof = False
+
+    def write(self, data: bytes) -> None:
+        if self.eof:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        self.writes.append(bytes(data))
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(
+            name, default
+        )
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def set_write_buffer_limits(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+async def answer_get(scope, receive, send) -> None:
+    await receive()
+    headers = [(b"x-a", b"1"), (b"content-length", b"2")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"{}"})
+
+
+def guarded_protocol(app: Any, transport: FakeTransport) -> Any:
+    import uvicorn
+    from uvicorn.server import ServerState
+
+    config = uvicorn.Config(app, lifespan="off", log_config=None, access_log=False)
+    config.load()
+    protocol = protocol_class(Settings())(config, ServerState(), {})
+    protocol.connection_made(transport)
+    return protocol
+
+
+async def test_the_response_head_goes_out_with_the_body_in_one_write():
+    transport = FakeTransport()
+    protocol = guarded_protocol(answer_get, transport)
+    protocol.data_received(b"GET /x HTTP/1.1\r\nhost: p\r\n\r\n")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 1
+    head, _, body = transport.writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert b"x-a: 1" in head
+    assert body == b"{}"
+
+
+async def test_a_head_answer_goes_out_before_an_error_on_the_same_connection():
+    """An answer to HEAD has no body write to carry its held head: when the next request on
+    the connection is malformed before the loop's next turn, the head still goes out first
+    (it used to come after the 400, or not at all once the 400 had half-closed the socket)."""
+    transport = FakeTransport()
+    protocol = guarded_protocol(answer_get, transport)
+    protocol.data_received(b"HEAD /x HTTP/1.1\r\nhost: p\r\n\r\n")
+    cycle = protocol.cycle
+    while not cycle.response_complete:  # the app answers; the head is held for the next turn
+        await asyncio.sleep(0)
+    assert transport.writes == []
+    protocol.data_received(b"\x00garbage\r\n\r\n")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(transport.writes) == 2, transport.writes
+    assert transport.writes[0].startswith(b"HTTP/1.1 200")
+    assert b"x-a: 1" in transport.writes[0]
+    assert transport.writes[1].startswith(b"HTTP/1.1 400")

@@ -365,6 +365,32 @@ def test_system_role_inside_messages_as_claude_code_sends_it():
     )
 
 
+def test_a_leading_system_message_stays_the_system_prompt_when_tool_choice_forces_a_tool():
+    # the forcing instruction goes after the client's own system prompt, as with a top-level one
+    forced = {"type": "tool", "name": "a"}
+    leading = chat_for(
+        body(
+            messages=[
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi"},
+            ],
+            tools=TOOLS,
+            tool_choice=forced,
+        )
+    )
+    top = chat_for(
+        body(
+            system="be brief",
+            messages=[{"role": "user", "content": "hi"}],
+            tools=TOOLS,
+            tool_choice=forced,
+        )
+    )
+    assert leading["messages"] == top["messages"]
+    assert leading["messages"][0]["content"].startswith("be brief\n\n")
+    assert [m["role"] for m in leading["messages"]] == ["system", "user"]
+
+
 def test_a_system_message_after_an_assistant_turn_becomes_its_own_user_message():
     chat = chat_for(
         body(
