@@ -94,6 +94,23 @@ def compact_threshold(window: int) -> int:
     return threshold
 
 
+# Claude Code's own system prompt and tools (~17,000 tokens) plus CLAUDE.md and a first prompt.
+CLAUDE_CODE_BASE_TOKENS = 20_000
+
+
+def window_warning(window: int) -> str | None:
+    """A warning when ``window`` is too small for Claude Code (None otherwise): it would
+    compact at about the size of its own system prompt and tools, i.e. before every request."""
+    threshold = compact_threshold(window)
+    if threshold >= CLAUDE_CODE_BASE_TOKENS * 5 // 4:
+        return None
+    return (
+        f"the served context window ({window} tokens) is small for Claude Code: it would compact "
+        f"at {threshold} tokens, about what its own system prompt and tools take "
+        f"(~{CLAUDE_CODE_BASE_TOKENS}); serve at least 65536 (ollama_context_length)"
+    )
+
+
 def shell_quote(value: str) -> str:
     """POSIX single quotes: nothing inside is expanded; a ``'`` becomes ``'\\''``."""
     return "'" + value.replace("'", "'\\''") + "'"

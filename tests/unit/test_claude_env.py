@@ -14,6 +14,7 @@ from vastllm.claude_env import (
     compact_threshold,
     render_env_file,
     shell_quote,
+    window_warning,
     write_env_file,
 )
 
@@ -117,3 +118,13 @@ def test_the_file_is_0600_even_when_it_existed(tmp_path):
     text = path.read_text()
     assert "old and much" not in text
     assert "export ANTHROPIC_AUTH_TOKEN='secret'" in text
+
+
+def test_a_window_too_small_for_claude_code_gets_a_warning():
+    assert window_warning(65536) is None  # compacts at 44,800
+    assert window_warning(131072) is None
+    warning = window_warning(32768)  # would compact at 12,000: before every request
+    assert warning is not None
+    assert "32768" in warning
+    assert "12000" in warning
+    assert "65536" in warning

@@ -287,7 +287,7 @@ def write_env_file(
 ) -> Path:
     """Claude Code's environment for ``label`` (0600). The proxy key is fetched from the host only
     when the file does not hold it yet."""
-    from vastllm.claude_env import claude_code_env, render_env_file
+    from vastllm.claude_env import claude_code_env, render_env_file, window_warning
 
     path = ctx.paths.env_file(label)
     token = proxy_token(ctx, label)
@@ -303,6 +303,9 @@ def write_env_file(
         _report, ps = probe(target)
         window = served_context(ps, model) or ctx.settings.context_window
     env = claude_code_env(f"http://127.0.0.1:{local_port}", token, model, int(window))
+    warning = window_warning(int(window))
+    if warning is not None:
+        ctx.say(f"warning: {warning}")
     write_private(path, render_env_file(env))
     return path
 
