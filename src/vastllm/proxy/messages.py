@@ -168,6 +168,7 @@ class Pinger:
             return
 
     async def stop(self) -> None:
+        self._deadline = self._next_ping = None  # nothing is due any more (arrived() included)
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
