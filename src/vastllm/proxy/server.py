@@ -190,6 +190,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self._body_seen_at = 0.0
         self._on_lost: list[Callable[[], None]] = []  # the apps' disconnect callbacks
         self._lost = False
+        # the scope's ASGI extensions, the same for every request of the connection
+        self._extensions: dict[str, Any] = {DISCONNECT_EXTENSION: self._watch_disconnect}
 
     # ------------------------------------------------------------------ connection
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -305,8 +307,7 @@ class GuardedProtocol(HttpToolsProtocol):
             )
             return
         self._in_body = True
-        extensions: dict[str, Any] = {DISCONNECT_EXTENSION: self._watch_disconnect}
-        self.scope["extensions"] = extensions
+        self.scope["extensions"] = self._extensions
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and cycle.transport is self.transport:
@@ -399,11 +400,14 @@ class GuardedProtocol(HttpToolsProtocol):
         # Lingering close: send the answer and a FIN, read and drop what the client still
         # sends for a moment, then close. Closing at once with unread input would send a
         # reset, and the client might lose the answer.
+        # TLS transports cannot half-close, and a transport already torn down refuses it: then
+        # the answer goes out with a plain close.
+        if not self.transport.can_write_eof():
+            self.transport.close()
+            return
         try:
             self.transport.write_eof()
-        except (NotImplementedError, OSError, RuntimeError):
-            # TLS transports cannot half-close, and a transport already torn down refuses it:
-            # then the answer goes out with a plain close.
+        except (OSError, RuntimeError):
             self.transport.close()
             return
         self.loop.call_later(LINGER_SECONDS, self.transport.close)

@@ -263,6 +263,29 @@ def test_client_disconnect_cancels_upstream(ollama_emulator, redis_server, start
     assert redis_server.keys() == []  # an abandoned answer is not cached
 
 
+def post_and_leave(proxy_url: str, request: dict, seconds: float) -> None:
+    """POST ``request`` to /v1/messages on a raw connection and close it ``seconds`` later,
+    before any answer."""
+    payload = json.dumps(request).encode()
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(payload)}\r\n\r\n"
+    ).encode()
+    host, port = proxy_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(head + payload)
+        time.sleep(seconds)
+
+
+def wait_for_abandoned(proxy_url: str, within: float) -> None:
+    """The proxy counts one abandoned (499) request within ``within`` seconds."""
+    left = time.monotonic()
+    abandoned = 'vastllm_requests_total{route="messages",status="499"} 1'
+    while abandoned not in (metrics := httpx.get(proxy_url + "/metrics").text):
+        assert time.monotonic() - left < within, metrics
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 def test_a_client_gone_before_the_first_token_stops_the_generation(
     ollama_emulator, start_proxy, stream
@@ -274,20 +297,9 @@ def test_a_client_gone_before_the_first_token_stops_the_generation(
     backend = ollama_emulator(preload=[MODEL], faults={"chunk_delay": 1.5})  # >= 15 s in all
     proxy = start_proxy(backend.url, "")
     request = body(f"abandoned before the first token {stream}", stream=stream)
-    payload = json.dumps(request).encode()
-    head = (
-        f"POST /v1/messages HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(payload)}\r\n\r\n"
-    ).encode()
-    host, port = proxy.url.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port))) as sock:
-        sock.sendall(head + payload)
-        time.sleep(0.5)  # the proxy has sent the chat to the backend and waits
+    post_and_leave(proxy.url, request, 0.5)  # the proxy has sent the chat and waits
     left = time.monotonic()
-    abandoned = 'vastllm_requests_total{route="messages",status="499"} 1'
-    while abandoned not in (metrics := httpx.get(proxy.url + "/metrics").text):
-        assert time.monotonic() - left < 3, metrics  # the request ended, not after 15 s
-        time.sleep(0.1)
+    wait_for_abandoned(proxy.url, 3)  # the request ended, not after the 15 s generation
     if stream:  # the double stops generating when its connection is dropped mid-stream
         finished: list[str] = []
         while not finished:
@@ -311,20 +323,8 @@ def test_a_client_gone_while_the_cache_is_looked_up_gets_no_generation(
         proxy = start_proxy(backend.url, redis.url)
         assert redis.process is not None
         redis.process.send_signal(signal.SIGSTOP)  # the lookup now waits for the 1 s timeout
-        payload = json.dumps(body("gone during the cache lookup")).encode()
-        head = (
-            f"POST /v1/messages HTTP/1.1\r\nhost: proxy\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(payload)}\r\n\r\n"
-        ).encode()
-        host, port = proxy.url.removeprefix("http://").split(":")
-        with socket.create_connection((host, int(port))) as sock:
-            sock.sendall(head + payload)
-            time.sleep(0.2)
-        left = time.monotonic()
-        abandoned = 'vastllm_requests_total{route="messages",status="499"} 1'
-        while abandoned not in (metrics := httpx.get(proxy.url + "/metrics").text):
-            assert time.monotonic() - left < 4, metrics  # not after the 15 s generation
-            time.sleep(0.1)
+        post_and_leave(proxy.url, body("gone during the cache lookup"), 0.2)
+        wait_for_abandoned(proxy.url, 4)  # not after the 15 s generation
     finally:
         if redis.process is not None:
             redis.process.send_signal(signal.SIGCONT)

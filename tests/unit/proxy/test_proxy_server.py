@@ -367,6 +367,9 @@ class FakeTransport:
             raise RuntimeError("Cannot call write() after write_eof()")
         self.writes.append(bytes(data))
 
+    def can_write_eof(self) -> bool:
+        return True
+
     def write_eof(self) -> None:
         self.eof = True
 
@@ -440,3 +443,27 @@ async def test_a_head_answer_goes_out_before_an_error_on_the_same_connection():
     assert transport.writes[0].startswith(b"HTTP/1.1 200")
     assert b"x-a: 1" in transport.writes[0]
     assert transport.writes[1].startswith(b"HTTP/1.1 400")
+
+
+class TlsLikeTransport(FakeTransport):
+    """A transport that cannot half-close (TLS)."""
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def write_eof(self) -> None:
+        raise NotImplementedError
+
+
+async def test_an_error_answer_on_a_transport_that_cannot_half_close_is_sent_then_closed():
+    for transport in (TlsLikeTransport(), FakeTransport()):
+        protocol = guarded_protocol(answer_get, transport)
+        protocol.data_received(b"\x00garbage\r\n\r\n")
+        assert len(transport.writes) == 1
+        assert transport.writes[0].startswith(b"HTTP/1.1 400")
+        if isinstance(transport, TlsLikeTransport):
+            assert transport.closed  # a plain close at once
+            assert not transport.eof
+        else:
+            assert transport.eof  # a lingering close: FIN now, close later
+            assert not transport.closed
